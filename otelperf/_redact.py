@@ -1,0 +1,41 @@
+"""Masking of secrets (URL passwords, conninfo passwords, sensitive headers) before display."""
+
+from __future__ import annotations
+
+import re
+
+__all__ = ["MASK", "SENSITIVE_HEADERS", "redact_text", "redact_url"]
+
+MASK = "****"
+
+SENSITIVE_HEADERS = frozenset(
+    {
+        "authorization",
+        "proxy-authorization",
+        "cookie",
+        "set-cookie",
+        "x-api-key",
+        "api-key",
+        "x-auth-token",
+        "x-csrf-token",
+        "x-otelperf-profile",
+    }
+)
+
+# scheme://user:password@host -> scheme://user:****@host (the user stays: it helps debugging).
+_URL_PASSWORD = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://[^\s:/@'\"]*):([^\s@/'\"]*)@")
+# libpq key=value form and URL query parameters carrying secrets.
+_KV_SECRET = re.compile(
+    r"(?i)\b(password|passwd|pwd|secret|token|api_key|apikey|sslpassword)(\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s&'\"]+)"
+)
+
+
+def redact_url(url: str) -> str:
+    """Mask the password of a URL, and secret-looking query parameters."""
+    return redact_text(url)
+
+
+def redact_text(text: str) -> str:
+    """Mask every URL password and ``password=...``-style value found in ``text``."""
+    text = _URL_PASSWORD.sub(lambda m: f"{m.group(1)}:{MASK}@", text)
+    return _KV_SECRET.sub(lambda m: f"{m.group(1)}{m.group(2)}{MASK}", text)
