@@ -175,7 +175,9 @@ class TelemetryConfig(_Model):
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)  # type: ignore[arg-type]
     logs: LogsConfig = Field(default_factory=LogsConfig)  # type: ignore[arg-type]
     shutdown_timeout: Duration = Field(
-        "5s", gt=0, description="Longest shutdown waits to flush telemetry, whatever the collector does."
+        "5s",
+        gt=0,
+        description="Longest shutdown waits to flush telemetry, whatever the collector does.",
     )
     set_global: bool = Field(
         True, description="Install the providers as the OpenTelemetry global providers."
@@ -191,7 +193,8 @@ class TelemetryConfig(_Model):
     def _otel_file_is_exclusive(self) -> TelemetryConfig:
         if self.otel_config_file is not None:
             clash = sorted(
-                {"exporter", "otlp", "file", "prometheus", "traces", "metrics"} & self.model_fields_set
+                {"exporter", "otlp", "file", "prometheus", "traces", "metrics"}
+                & self.model_fields_set
             )
             if clash:
                 raise PydanticCustomError(
@@ -291,7 +294,9 @@ class _CacheBase(_Model):
     )
     compression: CacheCompression | None = None
     spans: bool = Field(False, description="Spans even for in-memory hits.")
-    record_keys: bool = Field(False, description="Record cache keys on spans (may be personal data).")
+    record_keys: bool = Field(
+        False, description="Record cache keys on spans (may be personal data)."
+    )
 
     @model_validator(mode="after")
     def _pickle_needs_key(self) -> _CacheBase:
@@ -322,7 +327,9 @@ class MemoryCache(_CacheBase):
 
 
 class _RedisOptions(_Model):
-    url: str = Field(min_length=1, description="redis:// or rediss:// URL (secret: password masked).")
+    url: str = Field(
+        min_length=1, description="redis:// or rediss:// URL (secret: password masked)."
+    )
     pool_size: int = Field(50, ge=1)
     timeout: Duration = Field("250ms", gt=0, description="Per-operation deadline; then fail open.")
     connect_timeout: Duration = Field("250ms", gt=0)
@@ -333,7 +340,8 @@ class _RedisOptions(_Model):
     def _redis_url(cls, value: str) -> str:
         if not re.match(r"^(redis|rediss|unix)://", value):
             raise PydanticCustomError(
-                "url", "invalid Redis URL; expected redis://host:port/db, rediss://... or unix://..."
+                "url",
+                "invalid Redis URL; expected redis://host:port/db, rediss://... or unix://...",
             )
         return value
 
@@ -361,7 +369,9 @@ CacheConfig = Annotated[MemoryCache | RedisCache | TieredCache, Field(discrimina
 class PoolConfig(_Model):
     """A psycopg_pool pool, with defaults safer than the library's for web services."""
 
-    conninfo: str = Field(min_length=1, description="libpq connection string or URL (secret: password masked).")
+    conninfo: str = Field(
+        min_length=1, description="libpq connection string or URL (secret: password masked)."
+    )
     min_size: int = Field(2, ge=0)
     max_size: int = Field(10, ge=1)
     timeout: Duration = Field("5s", gt=0, description="Longest a checkout waits.")
@@ -375,7 +385,8 @@ class PoolConfig(_Model):
     check: bool = Field(True, description="Check each connection on checkout.")
     open: Literal["eager", "lazy"] = Field("eager", description="Open at startup or on first use.")
     settings: dict[str, str | int | float | bool] = Field(
-        default_factory=dict, description="Session settings, e.g. statement_timeout, application_name."
+        default_factory=dict,
+        description="Session settings, e.g. statement_timeout, application_name.",
     )
     record_statements: bool = Field(False, description="Sanitized query text on spans.")
     exhausted_status: int | None = Field(
@@ -404,7 +415,8 @@ class CallableSink(_Model):
     def _import_path(cls, value: str) -> str:
         if not re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*", value):
             raise PydanticCustomError(
-                "import_path", "invalid import path {found!r}; expected 'package.module:function'",
+                "import_path",
+                "invalid import path {found!r}; expected 'package.module:function'",
                 {"found": value},
             )
         return value
@@ -543,15 +555,36 @@ class Config(_Model):
     """An otelperf config file."""
 
     version: Literal[1] = Field(description="Format version; always 1 for now.")
-    service: ServiceConfig
-    telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig)  # type: ignore[arg-type]
-    http: HttpConfig = Field(default_factory=HttpConfig)  # type: ignore[arg-type]
-    caches: dict[str, CacheConfig] = Field(default_factory=dict)
-    pools: dict[str, PoolConfig] = Field(default_factory=dict)
-    batchers: dict[str, BatcherConfig] = Field(default_factory=dict)
-    profiling: ProfilingConfig = Field(default_factory=ProfilingConfig)  # type: ignore[arg-type]
-    runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)  # type: ignore[arg-type]
-    health: HealthConfig = Field(default_factory=HealthConfig)  # type: ignore[arg-type]
+    service: ServiceConfig = Field(description="Identity of the service (the Resource).")
+    telemetry: TelemetryConfig = Field(
+        default_factory=TelemetryConfig,  # type: ignore[arg-type]
+        description="Exporters, sampling, metric collection, shutdown bound.",
+    )
+    http: HttpConfig = Field(
+        default_factory=HttpConfig,  # type: ignore[arg-type]
+        description="The ASGI middleware: exclusions, captured headers, SLOs, compression.",
+    )
+    caches: dict[str, CacheConfig] = Field(
+        default_factory=dict, description="Named caches (memory, redis or tiered)."
+    )
+    pools: dict[str, PoolConfig] = Field(
+        default_factory=dict, description="Named PostgreSQL connection pools."
+    )
+    batchers: dict[str, BatcherConfig] = Field(
+        default_factory=dict, description="Named write batchers."
+    )
+    profiling: ProfilingConfig = Field(
+        default_factory=ProfilingConfig,  # type: ignore[arg-type]
+        description="Profiling hooks and where profiles are kept.",
+    )
+    runtime: RuntimeConfig = Field(
+        default_factory=RuntimeConfig,  # type: ignore[arg-type]
+        description="Process, system and event-loop metrics.",
+    )
+    health: HealthConfig = Field(
+        default_factory=HealthConfig,  # type: ignore[arg-type]
+        description="Liveness and readiness endpoints.",
+    )
 
     @field_validator("caches", "pools", "batchers")
     @classmethod

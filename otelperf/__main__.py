@@ -1,0 +1,5 @@
+import sys
+
+from otelperf.cli import main
+
+sys.exit(main())

@@ -1,0 +1,182 @@
+"""``Perf``: one loaded config and the telemetry and resources built from it."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from types import TracebackType
+from typing import Any
+
+from opentelemetry import metrics as metrics_api
+from opentelemetry import trace as trace_api
+from opentelemetry.sdk.metrics.export import MetricReader
+from opentelemetry.sdk.trace import SpanProcessor
+
+from otelperf._errors import OtelperfError
+from otelperf._version import __version__
+from otelperf.config import Config, ConfigSource, load_config
+from otelperf.telemetry import Telemetry, build_telemetry
+
+__all__ = ["Perf", "load"]
+
+_SCOPE = "otelperf"
+
+
+class Perf:
+    """A service's performance plumbing, built from one config.
+
+    Creating a ``Perf`` validates nothing more and opens nothing: telemetry is
+    built by :meth:`start` (or ``async with perf``), so that each worker process
+    of a pre-forking server builds its own providers after the fork.
+
+    >>> perf = load({"version": 1, "service": {"name": "demo"},
+    ...              "telemetry": {"exporter": "none", "set_global": False}})
+    >>> with perf:
+    ...     perf.tracer.start_span("work").end()
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        source: str | None = None,
+        tracer_provider: trace_api.TracerProvider | None = None,
+        meter_provider: metrics_api.MeterProvider | None = None,
+        metric_readers: Sequence[MetricReader] = (),
+        span_processors: Sequence[SpanProcessor] = (),
+    ) -> None:
+        self.config = config
+        self.source = source
+        self._app_tracer_provider = tracer_provider
+        self._app_meter_provider = meter_provider
+        self._metric_readers = tuple(metric_readers)
+        self._span_processors = tuple(span_processors)
+        self._telemetry: Telemetry | None = None
+        self._tracer: trace_api.Tracer | None = None
+        self._meter: metrics_api.Meter | None = None
+        self._pid: int | None = None
+
+    def __repr__(self) -> str:
+        state = "started" if self._telemetry is not None else "not started"
+        return f"<Perf service={self.config.service.name!r} {state}>"
+
+    # --- lifecycle -----------------------------------------------------------
+
+    @property
+    def started(self) -> bool:
+        """Whether telemetry is built (and not shut down)."""
+        return self._telemetry is not None
+
+    def start(self) -> None:
+        """Build telemetry. Idempotent; in a forked child it builds afresh."""
+        if self._telemetry is not None and self._pid == os.getpid():
+            return
+        self._telemetry = build_telemetry(
+            self.config,
+            tracer_provider=self._app_tracer_provider,
+            meter_provider=self._app_meter_provider,
+            metric_readers=self._metric_readers,
+            span_processors=self._span_processors,
+            config_path=self.source,
+        )
+        self._pid = os.getpid()
+        self._tracer = self._telemetry.tracer_provider.get_tracer(_SCOPE, __version__)
+        self._meter = self._telemetry.meter_provider.get_meter(_SCOPE, __version__)
+
+    async def astart(self) -> None:
+        """:meth:`start`, for symmetry with :meth:`ashutdown` in async code."""
+        self.start()
+
+    def shutdown(self) -> bool:
+        """Flush and close telemetry within ``telemetry.shutdown_timeout``; True if all finished."""
+        telemetry, self._telemetry = self._telemetry, None
+        return telemetry.shutdown() if telemetry is not None else True
+
+    async def ashutdown(self) -> bool:
+        """:meth:`shutdown` without blocking the event loop while exporters flush."""
+        telemetry, self._telemetry = self._telemetry, None
+        return await telemetry.ashutdown() if telemetry is not None else True
+
+    def __enter__(self) -> Perf:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.shutdown()
+
+    async def __aenter__(self) -> Perf:
+        await self.astart()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.ashutdown()
+
+    # --- telemetry -------------------------------------------------------------
+
+    def _require(self) -> Telemetry:
+        if self._telemetry is None:
+            raise OtelperfError(
+                "Perf is not started; call perf.start() or use 'with perf:' / 'async with perf:' "
+                "(perf.wrap(app) starts it in the app's lifespan)"
+            )
+        return self._telemetry
+
+    @property
+    def tracer_provider(self) -> trace_api.TracerProvider:
+        """The tracer provider otelperf reports through."""
+        return self._require().tracer_provider
+
+    @property
+    def meter_provider(self) -> metrics_api.MeterProvider:
+        """The meter provider otelperf reports through."""
+        return self._require().meter_provider
+
+    @property
+    def tracer(self) -> trace_api.Tracer:
+        """A tracer on the configured provider, for custom spans."""
+        self._require()
+        assert self._tracer is not None  # set together with _telemetry
+        return self._tracer
+
+    @property
+    def meter(self) -> metrics_api.Meter:
+        """A meter on the configured provider, for custom instruments."""
+        self._require()
+        assert self._meter is not None  # set together with _telemetry
+        return self._meter
+
+
+def load(
+    source: ConfigSource,
+    *,
+    environ: Mapping[str, str] | None = None,
+    tracer_provider: trace_api.TracerProvider | None = None,
+    meter_provider: metrics_api.MeterProvider | None = None,
+    **options: Any,
+) -> Perf:
+    """Load a config file (or mapping) and return a :class:`Perf` built from it.
+
+    Raises :class:`otelperf.ConfigError` naming file, line, key and what would be
+    valid for every problem in the config. Pass ``tracer_provider`` and/or
+    ``meter_provider`` to report through providers the application installed
+    itself; otelperf then leaves their shutdown to the application.
+    """
+    config = load_config(source, environ=environ)
+    name = None if isinstance(source, Mapping) else os.fspath(source)
+    return Perf(
+        config,
+        source=name,
+        tracer_provider=tracer_provider,
+        meter_provider=meter_provider,
+        **options,
+    )

@@ -1,0 +1,558 @@
+"""Build the OpenTelemetry SDK from the ``service`` and ``telemetry`` sections, and shut it down
+within a bound whatever the collector does.
+
+This is the one module that builds providers and exporters; everything else in
+otelperf talks to the OpenTelemetry API only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import base64
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import IO, Any
+
+from opentelemetry import metrics as metrics_api
+from opentelemetry import trace as trace_api
+from opentelemetry.sdk.metrics import Histogram, MeterProvider
+from opentelemetry.sdk.metrics.export import (
+    ConsoleMetricExporter,
+    MetricExporter,
+    MetricExportResult,
+    MetricReader,
+    MetricsData,
+    PeriodicExportingMetricReader,
+)
+from opentelemetry.sdk.metrics.view import (
+    Aggregation,
+    ExplicitBucketHistogramAggregation,
+    ExponentialBucketHistogramAggregation,
+    View,
+)
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.export import (
+    BatchSpanProcessor,
+    ConsoleSpanExporter,
+    SpanExporter,
+    SpanExportResult,
+)
+from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+
+from otelperf._errors import ConfigError, ConfigProblem, MissingDependencyError
+from otelperf._redact import redact_text
+from otelperf.config._schema import Config, OtlpConfig
+
+__all__ = [
+    "BYTES_BUCKETS",
+    "HTTP_SECONDS_BUCKETS",
+    "SECONDS_BUCKETS",
+    "Telemetry",
+    "build_resource",
+    "build_telemetry",
+]
+
+_log = logging.getLogger("otelperf.telemetry")
+
+HTTP_SECONDS_BUCKETS: tuple[float, ...] = (
+    0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+)  # fmt: skip
+"""The stable HTTP semantic conventions' boundaries for ``http.server.request.duration``."""
+
+SECONDS_BUCKETS: tuple[float, ...] = (
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+    0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+)  # fmt: skip
+"""100 µs to 10 s: fits cache hits, queries and requests alike."""
+
+BYTES_BUCKETS: tuple[float, ...] = tuple(float(4**i) for i in range(3, 15))
+"""64 B to 256 MiB, a factor of 4 apart."""
+
+_UNIT_BUCKETS: dict[str, tuple[float, ...]] = {
+    "s": SECONDS_BUCKETS,
+    "ms": tuple(b * 1000 for b in SECONDS_BUCKETS),
+    "us": tuple(b * 1_000_000 for b in SECONDS_BUCKETS),
+    "By": BYTES_BUCKETS,
+}
+
+
+class _BucketsByUnit(Aggregation):
+    """Explicit buckets chosen by the instrument's unit, unless it advises its own.
+
+    The SDK's default boundaries (0 to 10,000) suit milliseconds, so a histogram
+    in seconds would put every request in its first two buckets.
+    """
+
+    def _create_aggregation(
+        self,
+        instrument: Any,
+        attributes: Any,
+        reservoir_factory: Any,
+        start_time_unix_nano: int,
+    ) -> Any:
+        advisory = getattr(instrument, "_advisory", None)
+        boundaries = getattr(advisory, "explicit_bucket_boundaries", None)
+        if boundaries is None:
+            boundaries = _UNIT_BUCKETS.get(instrument.unit)
+        return ExplicitBucketHistogramAggregation(boundaries)._create_aggregation(  # type: ignore[no-untyped-call]
+            instrument, attributes, reservoir_factory, start_time_unix_nano
+        )
+
+
+def build_resource(config: Config) -> Resource:
+    """The Resource describing this service; file values win over ``OTEL_RESOURCE_ATTRIBUTES``."""
+    service = config.service
+    attributes: dict[str, Any] = dict(service.attributes)
+    attributes["service.name"] = service.name
+    for key, value in (
+        ("service.version", service.version),
+        ("service.namespace", service.namespace),
+        ("deployment.environment.name", service.environment),
+    ):
+        if value is not None:
+            attributes[key] = value
+    return Resource.create(attributes)
+
+
+# --- file exporter: OTLP JSON lines --------------------------------------------
+
+
+def _hex_ids(value: Any) -> Any:
+    """OTLP/JSON writes trace and span ids as hex, where protobuf's JSON uses base64."""
+    if isinstance(value, dict):
+        out = {}
+        for key, item in value.items():
+            if key in ("traceId", "spanId", "parentSpanId") and isinstance(item, str):
+                out[key] = base64.b64decode(item).hex()
+            else:
+                out[key] = _hex_ids(item)
+        return out
+    if isinstance(value, list):
+        return [_hex_ids(item) for item in value]
+    return value
+
+
+class _JsonLines:
+    """One file shared by the span and metric exporters; a line per export request."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        self._file: IO[str] | None = None
+
+    def write(self, message: Any) -> bool:
+        from google.protobuf.json_format import MessageToDict
+
+        line = json.dumps(_hex_ids(MessageToDict(message, use_integers_for_enums=True)))
+        try:
+            with self._lock:
+                if self._file is None:
+                    parent = os.path.dirname(os.path.abspath(self.path))
+                    os.makedirs(parent, exist_ok=True)
+                    self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115
+                self._file.write(line + "\n")
+                self._file.flush()
+        except OSError as exc:
+            _log.warning("cannot write telemetry to %s: %s", self.path, exc)
+            return False
+        return True
+
+    def close(self) -> None:
+        with self._lock:
+            if self._file is not None:
+                self._file.close()
+                self._file = None
+
+
+class _JsonLinesSpanExporter(SpanExporter):
+    def __init__(self, sink: _JsonLines) -> None:
+        self._sink = sink
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+
+        ok = self._sink.write(encode_spans(spans))
+        return SpanExportResult.SUCCESS if ok else SpanExportResult.FAILURE
+
+    def shutdown(self) -> None:
+        self._sink.close()
+
+
+class _JsonLinesMetricExporter(MetricExporter):
+    def __init__(self, sink: _JsonLines) -> None:
+        super().__init__()
+        self._sink = sink
+
+    def export(
+        self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any
+    ) -> MetricExportResult:
+        from opentelemetry.exporter.otlp.proto.common.metrics_encoder import encode_metrics
+
+        ok = self._sink.write(encode_metrics(metrics_data))
+        return MetricExportResult.SUCCESS if ok else MetricExportResult.FAILURE
+
+    def force_flush(self, timeout_millis: float = 10_000) -> bool:
+        return True
+
+    def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
+        self._sink.close()
+
+
+# --- OTLP ----------------------------------------------------------------------
+
+
+def _signal_url(endpoint: str, signal: str) -> str:
+    endpoint = endpoint.rstrip("/")
+    return endpoint if endpoint.endswith(f"/v1/{signal}") else f"{endpoint}/v1/{signal}"
+
+
+def _otlp_span_exporter(otlp: OtlpConfig) -> SpanExporter:
+    headers = dict(otlp.headers) or None
+    if otlp.protocol == "grpc":
+        from grpc import Compression as GrpcCompression
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+        return OTLPSpanExporter(
+            endpoint=otlp.endpoint,
+            insecure=_insecure(otlp),
+            headers=headers,
+            timeout=otlp.timeout,
+            compression=GrpcCompression.Gzip if otlp.compression == "gzip" else None,
+        )
+    from opentelemetry.exporter.otlp.proto.http import Compression
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
+        OTLPSpanExporter as HttpSpanExporter,
+    )
+
+    return HttpSpanExporter(
+        endpoint=_signal_url(otlp.endpoint, "traces"),
+        headers=headers,
+        timeout=otlp.timeout,
+        compression=Compression.Gzip if otlp.compression == "gzip" else Compression.NoCompression,
+    )
+
+
+def _otlp_metric_exporter(otlp: OtlpConfig) -> MetricExporter:
+    headers = dict(otlp.headers) or None
+    if otlp.protocol == "grpc":
+        from grpc import Compression as GrpcCompression
+        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
+
+        return OTLPMetricExporter(
+            endpoint=otlp.endpoint,
+            insecure=_insecure(otlp),
+            headers=headers,
+            timeout=otlp.timeout,
+            compression=GrpcCompression.Gzip if otlp.compression == "gzip" else None,
+        )
+    from opentelemetry.exporter.otlp.proto.http import Compression
+    from opentelemetry.exporter.otlp.proto.http.metric_exporter import (
+        OTLPMetricExporter as HttpMetricExporter,
+    )
+
+    return HttpMetricExporter(
+        endpoint=_signal_url(otlp.endpoint, "metrics"),
+        headers=headers,
+        timeout=otlp.timeout,
+        compression=Compression.Gzip if otlp.compression == "gzip" else Compression.NoCompression,
+    )
+
+
+def _insecure(otlp: OtlpConfig) -> bool:
+    return otlp.insecure if otlp.insecure is not None else otlp.endpoint.startswith("http://")
+
+
+# --- the whole SDK ---------------------------------------------------------------
+
+
+@dataclass
+class Telemetry:
+    """The providers otelperf reports through, and how to shut them down.
+
+    ``owned`` is false when the application supplied its providers: otelperf then
+    never shuts them down.
+    """
+
+    tracer_provider: trace_api.TracerProvider
+    meter_provider: metrics_api.MeterProvider
+    owned: bool
+    shutdown_timeout: float
+    description: str
+    closers: list[Callable[[], None]] = field(default_factory=list)
+    _done: bool = False
+
+    def _shutdown_calls(self) -> list[Callable[[], Any]]:
+        calls: list[Callable[[], Any]] = []
+        if self.owned:
+            timeout_ms = int(self.shutdown_timeout * 1000)
+            tracer_shutdown = getattr(self.tracer_provider, "shutdown", None)
+            meter_shutdown = getattr(self.meter_provider, "shutdown", None)
+            if tracer_shutdown is not None:
+                calls.append(tracer_shutdown)
+            if meter_shutdown is not None:
+                calls.append(lambda: meter_shutdown(timeout_millis=timeout_ms))
+        calls.extend(self.closers)
+        return calls
+
+    def shutdown(self) -> bool:
+        """Flush and close, waiting at most ``shutdown_timeout``; True when all finished.
+
+        Each provider shuts down in its own daemon thread: an exporter stuck on a
+        collector that accepts and never answers is abandoned at the deadline
+        (its telemetry is lost, and a warning says so) instead of holding the
+        process for the SDK's 30 s.
+        """
+        if self._done:
+            return True
+        self._done = True
+        deadline = time.monotonic() + self.shutdown_timeout
+        threads = [
+            threading.Thread(target=_logged(call), name="otelperf-shutdown", daemon=True)
+            for call in self._shutdown_calls()
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        finished = not any(thread.is_alive() for thread in threads)
+        if not finished:
+            _log.warning(
+                "telemetry shutdown did not finish within %.1fs (telemetry.shutdown_timeout); "
+                "unsent telemetry to %s was dropped",
+                self.shutdown_timeout,
+                self.description,
+            )
+        return finished
+
+    async def ashutdown(self) -> bool:
+        """:meth:`shutdown` without blocking the event loop while it waits."""
+        if self._done:
+            return True
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[bool] = loop.create_future()
+
+        def run() -> None:
+            result = self.shutdown()
+            loop.call_soon_threadsafe(_resolve, future, result)
+
+        # A daemon thread, not the loop's executor: executor threads are joined at
+        # interpreter exit, which would bring back the unbounded wait.
+        threading.Thread(target=run, name="otelperf-ashutdown", daemon=True).start()
+        return await future
+
+
+def _resolve(future: asyncio.Future[bool], result: bool) -> None:
+    if not future.done():
+        future.set_result(result)
+
+
+def _logged(call: Callable[[], Any]) -> Callable[[], None]:
+    def run() -> None:
+        try:
+            call()
+        except Exception:
+            _log.warning("error while shutting down telemetry", exc_info=True)
+
+    return run
+
+
+def build_telemetry(
+    config: Config,
+    *,
+    tracer_provider: trace_api.TracerProvider | None = None,
+    meter_provider: metrics_api.MeterProvider | None = None,
+    metric_readers: Sequence[MetricReader] = (),
+    span_processors: Sequence[SpanProcessor] = (),
+    config_path: str | None = None,
+) -> Telemetry:
+    """Create the providers a config describes, or adopt the application's own.
+
+    ``metric_readers`` and ``span_processors`` are added to the providers otelperf
+    builds (the testing helper passes in-memory ones). Precedence: values in the
+    file win; where the file is silent the official exporters read their
+    ``OTEL_EXPORTER_OTLP_*`` variables (certificates, for instance);
+    ``OTEL_SDK_DISABLED=true`` turns every exporter off.
+    """
+    telemetry = config.telemetry
+    if tracer_provider is not None or meter_provider is not None:
+        return Telemetry(
+            tracer_provider=tracer_provider or trace_api.get_tracer_provider(),
+            meter_provider=meter_provider or metrics_api.get_meter_provider(),
+            owned=False,
+            shutdown_timeout=telemetry.shutdown_timeout,
+            description="the application's providers",
+        )
+    if telemetry.otel_config_file is not None:
+        built = _from_otel_config_file(
+            telemetry.otel_config_file, config_path, telemetry.shutdown_timeout
+        )
+    else:
+        built = _from_config(config, metric_readers, span_processors)
+    if telemetry.set_global:
+        trace_api.set_tracer_provider(built.tracer_provider)
+        metrics_api.set_meter_provider(built.meter_provider)
+    atexit.register(built.shutdown)
+    return built
+
+
+def _disabled() -> bool:
+    return os.environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true"
+
+
+def _from_config(
+    config: Config, metric_readers: Sequence[MetricReader], span_processors: Sequence[SpanProcessor]
+) -> Telemetry:
+    telemetry = config.telemetry
+    resource = build_resource(config)
+    closers: list[Callable[[], None]] = []
+    sink: _JsonLines | None = None
+
+    def file_sink() -> _JsonLines:
+        nonlocal sink
+        if sink is None:
+            sink = _JsonLines(telemetry.file.path)
+        return sink
+
+    off = _disabled()
+    trace_kind = "none" if off else (telemetry.traces.exporter or telemetry.exporter)
+    if trace_kind == "prometheus":
+        trace_kind = "none"  # prometheus carries metrics only; traces need their own exporter
+    metric_kind = "none" if off else (telemetry.metrics.exporter or telemetry.exporter)
+
+    tracer_provider = TracerProvider(
+        resource=resource,
+        sampler=ParentBased(TraceIdRatioBased(telemetry.traces.sample_ratio)),
+        shutdown_on_exit=False,
+    )
+    span_exporter: SpanExporter | None = {
+        "otlp": lambda: _otlp_span_exporter(telemetry.otlp),
+        "console": ConsoleSpanExporter,
+        "file": lambda: _JsonLinesSpanExporter(file_sink()),
+        "none": lambda: None,
+    }[trace_kind]()
+    if span_exporter is not None:
+        tracer_provider.add_span_processor(
+            BatchSpanProcessor(
+                span_exporter,
+                max_queue_size=telemetry.traces.max_queue,
+                max_export_batch_size=min(telemetry.traces.max_batch, telemetry.traces.max_queue),
+                schedule_delay_millis=telemetry.traces.schedule_delay * 1000,
+                export_timeout_millis=telemetry.otlp.timeout * 1000,
+            )
+        )
+    for processor in span_processors:
+        tracer_provider.add_span_processor(processor)
+
+    readers = list(metric_readers)
+    interval_ms = telemetry.metrics.interval * 1000
+    if metric_kind == "prometheus":
+        readers.append(_prometheus_reader(config, closers))
+    elif metric_kind != "none":
+        metric_exporter: MetricExporter = {
+            "otlp": lambda: _otlp_metric_exporter(telemetry.otlp),
+            "console": ConsoleMetricExporter,
+            "file": lambda: _JsonLinesMetricExporter(file_sink()),
+        }[metric_kind]()
+        readers.append(
+            PeriodicExportingMetricReader(
+                metric_exporter,
+                export_interval_millis=interval_ms,
+                export_timeout_millis=telemetry.otlp.timeout * 1000,
+            )
+        )
+    histogram: Aggregation = (
+        ExponentialBucketHistogramAggregation()
+        if telemetry.metrics.histograms == "exponential"
+        else _BucketsByUnit()
+    )
+    meter_provider = MeterProvider(
+        metric_readers=readers,
+        resource=resource,
+        views=[View(instrument_type=Histogram, aggregation=histogram)],
+        shutdown_on_exit=False,
+    )
+    return Telemetry(
+        tracer_provider=tracer_provider,
+        meter_provider=meter_provider,
+        owned=True,
+        shutdown_timeout=telemetry.shutdown_timeout,
+        description=_describe(trace_kind, metric_kind, config),
+        closers=closers,
+    )
+
+
+def _describe(trace_kind: str, metric_kind: str, config: Config) -> str:
+    def one(kind: str) -> str:
+        if kind == "otlp":
+            otlp = config.telemetry.otlp
+            return f"otlp {otlp.protocol} {redact_text(otlp.endpoint)}"
+        if kind == "file":
+            return f"file {config.telemetry.file.path}"
+        if kind == "prometheus":
+            prom = config.telemetry.prometheus
+            return f"prometheus http://{prom.host}:{prom.port}/metrics"
+        return kind
+
+    if trace_kind == metric_kind:
+        return one(trace_kind)
+    return f"traces: {one(trace_kind)}, metrics: {one(metric_kind)}"
+
+
+def _prometheus_reader(config: Config, closers: list[Callable[[], None]]) -> MetricReader:
+    try:
+        from opentelemetry.exporter.prometheus import PrometheusMetricReader
+        from prometheus_client import start_http_server
+    except ImportError as exc:
+        raise MissingDependencyError(
+            "opentelemetry-exporter-prometheus", "prometheus", "telemetry.exporter: prometheus"
+        ) from exc
+    prom = config.telemetry.prometheus
+    reader = PrometheusMetricReader()
+    server, thread = start_http_server(prom.port, addr=prom.host)
+
+    def close() -> None:
+        server.shutdown()
+        server.server_close()
+        thread.join(1.0)
+
+    closers.append(close)
+    return reader
+
+
+def _from_otel_config_file(path: str, config_path: str | None, timeout: float) -> Telemetry:
+    try:
+        from opentelemetry.configuration import load_config_file
+        from opentelemetry.configuration._meter_provider import create_meter_provider
+        from opentelemetry.configuration._resource import create_resource
+        from opentelemetry.configuration._tracer_provider import create_tracer_provider
+    except ImportError as exc:
+        raise MissingDependencyError(
+            "opentelemetry-configuration", "otelconfig", "telemetry.otel_config_file"
+        ) from exc
+    if config_path is not None and not os.path.isabs(path):
+        path = os.path.join(os.path.dirname(os.path.abspath(config_path)), path)
+    try:
+        model = load_config_file(path)
+    except Exception as exc:  # the loader raises several types; all mean "bad file"
+        raise ConfigError(
+            [ConfigProblem(path, 0, 0, "telemetry.otel_config_file", redact_text(str(exc)))]
+        ) from None
+    resource = create_resource(model.resource)
+    tracer_provider = create_tracer_provider(
+        model.tracer_provider, resource, model.attribute_limits
+    )
+    meter_provider = create_meter_provider(model.meter_provider, resource)
+    return Telemetry(
+        tracer_provider=tracer_provider,
+        meter_provider=meter_provider,
+        owned=True,
+        shutdown_timeout=timeout,
+        description=f"the providers of {path}",
+    )
