@@ -23,10 +23,13 @@ SENSITIVE_HEADERS = frozenset(
 )
 
 # scheme://user:password@host -> scheme://user:****@host (the user stays: it helps debugging).
-_URL_PASSWORD = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://[^\s:/@'\"]*):([^\s@/'\"]*)@")
+# The password runs to the last '@' before the path: clients such as redis-py split the
+# netloc there, so a raw '@' in a password must not leave its tail visible.
+_URL_PASSWORD = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://[^\s:/@'\"]*):([^\s/'\"]*)@")
 # libpq key=value form and URL query parameters carrying secrets.
 _KV_SECRET = re.compile(
-    r"(?i)\b(password|passwd|pwd|secret|token|api_key|apikey|sslpassword)(\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s&'\"]+)"
+    r"(?i)\b(password|passwd|pwd|secret|token|api_key|apikey|sslpassword)(\s*=\s*)"
+    r"('(?:[^'\\]|\\.)*'|[^\s&'\"]+)"
 )
 
 

@@ -10,11 +10,17 @@ from __future__ import annotations
 import asyncio
 import atexit
 import base64
+import contextlib
+import functools
 import json
 import logging
 import os
+import platform
+import sys
 import threading
 import time
+import urllib.parse
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import IO, Any
@@ -46,7 +52,10 @@ from opentelemetry.sdk.trace.export import (
 )
 from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 
-from otelperf._errors import ConfigError, ConfigProblem, MissingDependencyError
+from otelperf._errors import ConfigError, ConfigProblem, MissingDependencyError, OtelperfError
+from otelperf._instruments import BYTES_BUCKETS, SECONDS_BUCKETS
+from otelperf._instruments import HTTP_DURATION_BUCKETS as HTTP_SECONDS_BUCKETS
+from otelperf._logs import export_logs, install_correlation
 from otelperf._redact import redact_text
 from otelperf.config._schema import Config, OtlpConfig
 
@@ -60,20 +69,6 @@ __all__ = [
 ]
 
 _log = logging.getLogger("otelperf.telemetry")
-
-HTTP_SECONDS_BUCKETS: tuple[float, ...] = (
-    0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
-)  # fmt: skip
-"""The stable HTTP semantic conventions' boundaries for ``http.server.request.duration``."""
-
-SECONDS_BUCKETS: tuple[float, ...] = (
-    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
-    0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-)  # fmt: skip
-"""100 µs to 10 s: fits cache hits, queries and requests alike."""
-
-BYTES_BUCKETS: tuple[float, ...] = tuple(float(4**i) for i in range(3, 15))
-"""64 B to 256 MiB, a factor of 4 apart."""
 
 _UNIT_BUCKETS: dict[str, tuple[float, ...]] = {
     "s": SECONDS_BUCKETS,
@@ -101,7 +96,7 @@ class _BucketsByUnit(Aggregation):
         boundaries = getattr(advisory, "explicit_bucket_boundaries", None)
         if boundaries is None:
             boundaries = _UNIT_BUCKETS.get(instrument.unit)
-        return ExplicitBucketHistogramAggregation(boundaries)._create_aggregation(  # type: ignore[no-untyped-call]
+        return ExplicitBucketHistogramAggregation(boundaries)._create_aggregation(
             instrument, attributes, reservoir_factory, start_time_unix_nano
         )
 
@@ -118,6 +113,11 @@ def build_resource(config: Config) -> Resource:
     ):
         if value is not None:
             attributes[key] = value
+    # Built at startup in each worker process, so every worker is told apart.
+    attributes.setdefault("service.instance.id", str(uuid.uuid4()))
+    attributes.setdefault("process.pid", os.getpid())
+    attributes.setdefault("process.runtime.name", sys.implementation.name)
+    attributes.setdefault("process.runtime.version", platform.python_version())
     return Resource.create(attributes)
 
 
@@ -205,6 +205,26 @@ class _JsonLinesMetricExporter(MetricExporter):
         self._sink.close()
 
 
+class _JsonLinesLogExporter:
+    """Log records as OTLP JSON lines, beside spans and metrics."""
+
+    def __init__(self, sink: _JsonLines) -> None:
+        self._sink = sink
+
+    def export(self, batch: Sequence[Any]) -> Any:
+        from opentelemetry.exporter.otlp.proto.common._log_encoder import encode_logs
+        from opentelemetry.sdk._logs.export import LogRecordExportResult
+
+        ok = self._sink.write(encode_logs(batch))
+        return LogRecordExportResult.SUCCESS if ok else LogRecordExportResult.FAILURE
+
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        return True
+
+    def shutdown(self) -> None:
+        self._sink.close()
+
+
 # --- OTLP ----------------------------------------------------------------------
 
 
@@ -213,14 +233,36 @@ def _signal_url(endpoint: str, signal: str) -> str:
     return endpoint if endpoint.endswith(f"/v1/{signal}") else f"{endpoint}/v1/{signal}"
 
 
+def _endpoint_and_headers(otlp: OtlpConfig) -> tuple[str, dict[str, str] | None]:
+    """The endpoint without ``user:password@``, and the headers to send, keys lower-cased.
+
+    Credentials in the URL become a Basic ``authorization`` header (unless one is
+    configured): the gRPC exporter would otherwise take ``user:password@host`` for a
+    host name, fail every export, and log the password with each failure. gRPC
+    refuses upper-case metadata keys, and HTTP header names are case-insensitive,
+    so keys are lower-cased for both.
+    """
+    headers = {key.lower(): value for key, value in otlp.headers.items()}
+    parts = urllib.parse.urlsplit(otlp.endpoint)
+    if "@" not in parts.netloc:
+        return otlp.endpoint, headers or None
+    userinfo, _, host = parts.netloc.rpartition("@")
+    user, _, password = userinfo.partition(":")
+    if "authorization" not in headers:
+        credentials = f"{urllib.parse.unquote(user)}:{urllib.parse.unquote(password)}"
+        token = base64.b64encode(credentials.encode()).decode("ascii")
+        headers["authorization"] = f"Basic {token}"
+    return urllib.parse.urlunsplit(parts._replace(netloc=host)), headers
+
+
 def _otlp_span_exporter(otlp: OtlpConfig) -> SpanExporter:
-    headers = dict(otlp.headers) or None
+    endpoint, headers = _endpoint_and_headers(otlp)
     if otlp.protocol == "grpc":
         from grpc import Compression as GrpcCompression
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 
         return OTLPSpanExporter(
-            endpoint=otlp.endpoint,
+            endpoint=endpoint,
             insecure=_insecure(otlp),
             headers=headers,
             timeout=otlp.timeout,
@@ -232,7 +274,33 @@ def _otlp_span_exporter(otlp: OtlpConfig) -> SpanExporter:
     )
 
     return HttpSpanExporter(
-        endpoint=_signal_url(otlp.endpoint, "traces"),
+        endpoint=_signal_url(endpoint, "traces"),
+        headers=headers,
+        timeout=otlp.timeout,
+        compression=Compression.Gzip if otlp.compression == "gzip" else Compression.NoCompression,
+    )
+
+
+def _otlp_log_exporter(otlp: OtlpConfig) -> Any:
+    endpoint, headers = _endpoint_and_headers(otlp)
+    if otlp.protocol == "grpc":
+        from grpc import Compression as GrpcCompression
+        from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter
+
+        return OTLPLogExporter(
+            endpoint=endpoint,
+            insecure=_insecure(otlp),
+            headers=headers,
+            timeout=otlp.timeout,
+            compression=GrpcCompression.Gzip if otlp.compression == "gzip" else None,
+        )
+    from opentelemetry.exporter.otlp.proto.http import Compression
+    from opentelemetry.exporter.otlp.proto.http._log_exporter import (
+        OTLPLogExporter as HttpLogExporter,
+    )
+
+    return HttpLogExporter(
+        endpoint=_signal_url(endpoint, "logs"),
         headers=headers,
         timeout=otlp.timeout,
         compression=Compression.Gzip if otlp.compression == "gzip" else Compression.NoCompression,
@@ -240,13 +308,13 @@ def _otlp_span_exporter(otlp: OtlpConfig) -> SpanExporter:
 
 
 def _otlp_metric_exporter(otlp: OtlpConfig) -> MetricExporter:
-    headers = dict(otlp.headers) or None
+    endpoint, headers = _endpoint_and_headers(otlp)
     if otlp.protocol == "grpc":
         from grpc import Compression as GrpcCompression
         from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
 
         return OTLPMetricExporter(
-            endpoint=otlp.endpoint,
+            endpoint=endpoint,
             insecure=_insecure(otlp),
             headers=headers,
             timeout=otlp.timeout,
@@ -258,7 +326,7 @@ def _otlp_metric_exporter(otlp: OtlpConfig) -> MetricExporter:
     )
 
     return HttpMetricExporter(
-        endpoint=_signal_url(otlp.endpoint, "metrics"),
+        endpoint=_signal_url(endpoint, "metrics"),
         headers=headers,
         timeout=otlp.timeout,
         compression=Compression.Gzip if otlp.compression == "gzip" else Compression.NoCompression,
@@ -312,6 +380,9 @@ class Telemetry:
         if self._done:
             return True
         self._done = True
+        # Once shut down there is nothing left for the exit hook to do; dropping it
+        # also frees the providers (and their exporters) of a process that builds many.
+        atexit.unregister(self.shutdown)
         deadline = time.monotonic() + self.shutdown_timeout
         threads = [
             threading.Thread(target=_logged(call), name="otelperf-shutdown", daemon=True)
@@ -340,7 +411,10 @@ class Telemetry:
 
         def run() -> None:
             result = self.shutdown()
-            loop.call_soon_threadsafe(_resolve, future, result)
+            # RuntimeError: the loop closed while we waited (a cancelled lifespan);
+            # nobody awaits the result any more.
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(_resolve, future, result)
 
         # A daemon thread, not the loop's executor: executor threads are joined at
         # interpreter exit, which would bring back the unbounded wait.
@@ -349,7 +423,7 @@ class Telemetry:
 
 
 def _resolve(future: asyncio.Future[bool], result: bool) -> None:
-    if not future.done():
+    if not future.done():  # the awaiting task may have been cancelled meanwhile
         future.set_result(result)
 
 
@@ -391,7 +465,11 @@ def build_telemetry(
         )
     if telemetry.otel_config_file is not None:
         built = _from_otel_config_file(
-            telemetry.otel_config_file, config_path, telemetry.shutdown_timeout
+            telemetry.otel_config_file,
+            config_path,
+            telemetry.shutdown_timeout,
+            metric_readers,
+            span_processors,
         )
     else:
         built = _from_config(config, metric_readers, span_processors)
@@ -431,12 +509,15 @@ def _from_config(
         sampler=ParentBased(TraceIdRatioBased(telemetry.traces.sample_ratio)),
         shutdown_on_exit=False,
     )
-    span_exporter: SpanExporter | None = {
-        "otlp": lambda: _otlp_span_exporter(telemetry.otlp),
-        "console": ConsoleSpanExporter,
-        "file": lambda: _JsonLinesSpanExporter(file_sink()),
-        "none": lambda: None,
-    }[trace_kind]()
+    span_exporter: SpanExporter | None = None
+    if trace_kind == "otlp":
+        span_exporter = _otlp_span_exporter(telemetry.otlp)
+    elif trace_kind == "console":
+        # sys.stdout as it is now: the SDK's default is bound when the SDK is imported,
+        # so redirect_stdout (and test capture) would never see the output.
+        span_exporter = ConsoleSpanExporter(out=sys.stdout)
+    elif trace_kind == "file":
+        span_exporter = _JsonLinesSpanExporter(file_sink())
     if span_exporter is not None:
         tracer_provider.add_span_processor(
             BatchSpanProcessor(
@@ -455,11 +536,13 @@ def _from_config(
     if metric_kind == "prometheus":
         readers.append(_prometheus_reader(config, closers))
     elif metric_kind != "none":
-        metric_exporter: MetricExporter = {
-            "otlp": lambda: _otlp_metric_exporter(telemetry.otlp),
-            "console": ConsoleMetricExporter,
-            "file": lambda: _JsonLinesMetricExporter(file_sink()),
-        }[metric_kind]()
+        metric_exporter: MetricExporter
+        if metric_kind == "otlp":
+            metric_exporter = _otlp_metric_exporter(telemetry.otlp)
+        elif metric_kind == "console":
+            metric_exporter = ConsoleMetricExporter(out=sys.stdout)
+        else:
+            metric_exporter = _JsonLinesMetricExporter(file_sink())
         readers.append(
             PeriodicExportingMetricReader(
                 metric_exporter,
@@ -478,6 +561,19 @@ def _from_config(
         views=[View(instrument_type=Histogram, aggregation=histogram)],
         shutdown_on_exit=False,
     )
+    logs = telemetry.logs
+    if logs.export and trace_kind != "none":  # logs go where traces go
+        if trace_kind == "otlp":
+            log_exporter = _otlp_log_exporter(telemetry.otlp)
+        elif trace_kind == "console":
+            from opentelemetry.sdk._logs.export import ConsoleLogRecordExporter
+
+            log_exporter = ConsoleLogRecordExporter(out=sys.stdout)
+        else:
+            log_exporter = _JsonLinesLogExporter(file_sink())
+        closers.append(export_logs(log_exporter, resource, logs.level)[1])
+    if logs.correlation:
+        closers.append(install_correlation(tracer_provider))
     return Telemetry(
         tracer_provider=tracer_provider,
         meter_provider=meter_provider,
@@ -514,8 +610,16 @@ def _prometheus_reader(config: Config, closers: list[Callable[[], None]]) -> Met
             "opentelemetry-exporter-prometheus", "prometheus", "telemetry.exporter: prometheus"
         ) from exc
     prom = config.telemetry.prometheus
+    # The server first: if it cannot listen, no collector is left registered in
+    # prometheus_client's global registry.
+    try:
+        server, thread = start_http_server(prom.port, addr=prom.host)
+    except OSError as exc:
+        raise OtelperfError(
+            f"telemetry.prometheus: cannot listen on {prom.host}:{prom.port} "
+            f"({exc.strerror or exc}); choose another port, or 0 for any free one"
+        ) from None
     reader = PrometheusMetricReader()
-    server, thread = start_http_server(prom.port, addr=prom.host)
 
     def close() -> None:
         server.shutdown()
@@ -526,7 +630,13 @@ def _prometheus_reader(config: Config, closers: list[Callable[[], None]]) -> Met
     return reader
 
 
-def _from_otel_config_file(path: str, config_path: str | None, timeout: float) -> Telemetry:
+def _from_otel_config_file(
+    path: str,
+    config_path: str | None,
+    timeout: float,
+    metric_readers: Sequence[MetricReader],
+    span_processors: Sequence[SpanProcessor],
+) -> Telemetry:
     try:
         from opentelemetry.configuration import load_config_file
         from opentelemetry.configuration._meter_provider import create_meter_provider
@@ -544,15 +654,32 @@ def _from_otel_config_file(path: str, config_path: str | None, timeout: float) -
         raise ConfigError(
             [ConfigProblem(path, 0, 0, "telemetry.otel_config_file", redact_text(str(exc)))]
         ) from None
+    if model.disabled:
+        # What the SDK's own configure_sdk does for `disabled: true`: no SDK at all.
+        return Telemetry(
+            tracer_provider=trace_api.NoOpTracerProvider(),
+            meter_provider=metrics_api.NoOpMeterProvider(),
+            owned=True,
+            shutdown_timeout=timeout,
+            description=f"nothing ({path} has disabled: true)",
+        )
     resource = create_resource(model.resource)
     tracer_provider = create_tracer_provider(
         model.tracer_provider, resource, model.attribute_limits
     )
     meter_provider = create_meter_provider(model.meter_provider, resource)
+    for processor in span_processors:
+        tracer_provider.add_span_processor(processor)
+    closers: list[Callable[[], None]] = []
+    for reader in metric_readers:
+        meter_provider.add_metric_reader(reader)
+        # MeterProvider.shutdown only shuts down the readers it was created with.
+        closers.append(functools.partial(reader.shutdown, timeout_millis=timeout * 1000))
     return Telemetry(
         tracer_provider=tracer_provider,
         meter_provider=meter_provider,
         owned=True,
         shutdown_timeout=timeout,
         description=f"the providers of {path}",
+        closers=closers,
     )

@@ -19,7 +19,7 @@ _UNIT_NAMES = {parse_duration: "duration", parse_size: "size", parse_ratio: "rat
 
 _HEADER = """# Config reference
 
-<!-- Generated from otelperf/config/_schema.py by `python -m otelperf.config._docs`;
+<!-- Generated from otelperf/config/_schema.py by `python -m otelperf._docgen`;
      tests/test_docs.py fails when this file and the schema disagree. -->
 
 One YAML file describes the whole service. Durations are written with a unit
@@ -169,7 +169,3 @@ def render_markdown() -> str:
                 variant = f" with `backend: {tag}`"
             _section(label, sub, lines, 2, variant)
     return "\n".join(lines).rstrip() + "\n"
-
-
-if __name__ == "__main__":  # pragma: no cover
-    print(render_markdown(), end="")

@@ -13,13 +13,13 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
-from otelperf.config._units import Duration, Ratio, Size
+from otelperf.config._units import Duration, Ratio, Size, written
 
 __all__ = [
     "AvailabilityObjective",
     "BatcherConfig",
-    "CacheConfig",
     "CacheCompression",
+    "CacheConfig",
     "CircuitBreaker",
     "Config",
     "DeadLetter",
@@ -60,12 +60,12 @@ class _Model(BaseModel):
 
 def _check_names(names: dict[str, object], what: str) -> None:
     for name in names:
-        if not _NAME.match(name):
+        if not _NAME.fullmatch(name):
             raise PydanticCustomError(
                 "name",
-                "invalid {what} name {name!r}; use letters, digits, '_', '-' or '.', "
+                "invalid {what} name {shown}; use letters, digits, '_', '-' or '.', "
                 "starting with a letter or '_'",
-                {"what": what, "name": name},
+                {"what": what, "name": name, "shown": repr(name)},
             )
 
 
@@ -101,7 +101,9 @@ class OtlpConfig(_Model):
     headers: dict[str, str] = Field(
         default_factory=dict, description="Headers sent with every export (secret: masked)."
     )
-    timeout: Duration = Field("10s", description="Deadline of one export, retries included.")
+    timeout: Duration = Field(
+        written("10s"), description="Deadline of one export, retries included."
+    )
     compression: Literal["none", "gzip"] = Field("none", description="Payload compression.")
     insecure: bool | None = Field(
         None, description="gRPC without TLS; default: true for `http://` endpoints."
@@ -135,17 +137,21 @@ class PrometheusConfig(_Model):
 class TracesConfig(_Model):
     """Trace sampling and batching."""
 
-    sample_ratio: Ratio = Field("100%", description="Share of root traces kept (parent-based).")
+    sample_ratio: Ratio = Field(
+        written("100%"), description="Share of root traces kept (parent-based)."
+    )
     exporter: Exporter | None = Field(None, description="Overrides `telemetry.exporter`.")
     max_queue: int = Field(2048, ge=1, description="Spans buffered before new ones are dropped.")
     max_batch: int = Field(512, ge=1, description="Spans per export.")
-    schedule_delay: Duration = Field("5s", description="Longest a span waits before export.")
+    schedule_delay: Duration = Field(
+        written("5s"), description="Longest a span waits before export."
+    )
 
 
 class MetricsConfig(_Model):
     """Metric collection."""
 
-    interval: Duration = Field("15s", gt=0, description="Export interval.")
+    interval: Duration = Field(written("15s"), gt=0, description="Export interval.")
     histograms: Literal["explicit", "exponential"] = Field(
         "explicit",
         description="`explicit`: bucket boundaries chosen by unit (seconds, bytes); "
@@ -175,7 +181,7 @@ class TelemetryConfig(_Model):
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)  # type: ignore[arg-type]
     logs: LogsConfig = Field(default_factory=LogsConfig)  # type: ignore[arg-type]
     shutdown_timeout: Duration = Field(
-        "5s",
+        written("5s"),
         gt=0,
         description="Longest shutdown waits to flush telemetry, whatever the collector does.",
     )
@@ -237,7 +243,7 @@ class SloConfig(_Model):
 
     latency: LatencyObjective | None = None
     availability: AvailabilityObjective | None = None
-    window: Duration = Field("28d", gt=0, description="Compliance window.")
+    window: Duration = Field(written("28d"), gt=0, description="Compliance window.")
 
 
 class HttpCompression(_Model):
@@ -245,7 +251,7 @@ class HttpCompression(_Model):
 
     enabled: bool = True
     algorithms: list[Literal["zstd", "br", "gzip"]] = Field(
-        default_factory=lambda: ["zstd", "br", "gzip"],
+        default_factory=lambda: ["zstd", "br", "gzip"],  # type: ignore[arg-type]
         description="Preference order; zstd and br are used only when installed.",
     )
     min_size: Size = Field(500, description="Smaller responses are sent as they are.")
@@ -259,7 +265,7 @@ class HttpConfig(_Model):
         default_factory=list,
         description="Paths kept out of traces and metrics: exact, or globs anchored at the start.",
     )
-    capture_headers: HeaderCapture = Field(default_factory=HeaderCapture)  # type: ignore[arg-type]
+    capture_headers: HeaderCapture = Field(default_factory=HeaderCapture)
     slo: SloConfig | None = None
     compression: HttpCompression | None = None
 
@@ -274,12 +280,16 @@ class CacheCompression(_Model):
 
 class CircuitBreaker(_Model):
     failures: int = Field(5, ge=1, description="Consecutive failures that open the breaker.")
-    cooldown: Duration = Field("5s", gt=0, description="How long the backend is skipped once open.")
+    cooldown: Duration = Field(
+        written("5s"), gt=0, description="How long the backend is skipped once open."
+    )
 
 
 class _CacheBase(_Model):
-    ttl: Duration = Field("5m", gt=0, description="Time to live of an entry.")
-    ttl_jitter: Ratio = Field("0%", description="Random share added to each TTL, e.g. 10%.")
+    ttl: Duration = Field(written("5m"), gt=0, description="Time to live of an entry.")
+    ttl_jitter: Ratio = Field(
+        written("0%"), description="Random share added to each TTL, e.g. 10%."
+    )
     namespace: str = Field("otelperf", description="First part of every key.")
     version: str = Field("1", description="Bump to invalidate every entry at once.")
     stampede: Literal["none", "single_flight", "lock", "early"] = Field(
@@ -331,8 +341,10 @@ class _RedisOptions(_Model):
         min_length=1, description="redis:// or rediss:// URL (secret: password masked)."
     )
     pool_size: int = Field(50, ge=1)
-    timeout: Duration = Field("250ms", gt=0, description="Per-operation deadline; then fail open.")
-    connect_timeout: Duration = Field("250ms", gt=0)
+    timeout: Duration = Field(
+        written("250ms"), gt=0, description="Per-operation deadline; then fail open."
+    )
+    connect_timeout: Duration = Field(written("250ms"), gt=0)
     breaker: CircuitBreaker = Field(default_factory=CircuitBreaker)  # type: ignore[arg-type]
 
     @field_validator("url")
@@ -356,7 +368,7 @@ class TieredCache(_CacheBase, _RedisOptions):
     """A memory L1 in front of Redis L2."""
 
     backend: Literal["tiered"]
-    l1_ttl: Duration = Field("5s", gt=0, description="TTL of the in-process copy.")
+    l1_ttl: Duration = Field(written("5s"), gt=0, description="TTL of the in-process copy.")
     l1_max_entries: int = Field(10_000, ge=1)
 
 
@@ -374,13 +386,13 @@ class PoolConfig(_Model):
     )
     min_size: int = Field(2, ge=0)
     max_size: int = Field(10, ge=1)
-    timeout: Duration = Field("5s", gt=0, description="Longest a checkout waits.")
+    timeout: Duration = Field(written("5s"), gt=0, description="Longest a checkout waits.")
     max_waiting: int = Field(
         100, ge=0, description="Callers allowed to queue before failing fast (0: unbounded)."
     )
-    max_lifetime: Duration = Field("1h", gt=0)
-    max_idle: Duration = Field("10m", gt=0)
-    reconnect_timeout: Duration = Field("5m", gt=0)
+    max_lifetime: Duration = Field(written("1h"), gt=0)
+    max_idle: Duration = Field(written("10m"), gt=0)
+    reconnect_timeout: Duration = Field(written("5m"), gt=0)
     num_workers: int = Field(3, ge=1)
     check: bool = Field(True, description="Check each connection on checkout.")
     open: Literal["eager", "lazy"] = Field("eager", description="Open at startup or on first use.")
@@ -416,8 +428,8 @@ class CallableSink(_Model):
         if not re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*", value):
             raise PydanticCustomError(
                 "import_path",
-                "invalid import path {found!r}; expected 'package.module:function'",
-                {"found": value},
+                "invalid import path {found}; expected 'package.module:function'",
+                {"found": repr(value)},
             )
         return value
 
@@ -453,8 +465,8 @@ class SinkConfig(_Model):
 
 class RetryPolicy(_Model):
     attempts: int = Field(5, ge=1)
-    backoff: Duration = Field("100ms", ge=0)
-    max_backoff: Duration = Field("10s", ge=0)
+    backoff: Duration = Field(written("100ms"), ge=0)
+    max_backoff: Duration = Field(written("10s"), ge=0)
     jitter: bool = True
 
 
@@ -466,15 +478,17 @@ class BatcherConfig(_Model):
     """Groups writes and flushes them by size or age."""
 
     max_size: int = Field(500, ge=1)
-    max_wait: Duration = Field("2s", gt=0)
+    max_wait: Duration = Field(written("2s"), gt=0)
     max_queue: int = Field(100_000, ge=1)
     on_full: Literal["block", "drop_oldest", "drop_newest", "raise"] = "block"
-    block_timeout: Duration = Field("5s", gt=0, description="Longest `put` blocks when full.")
+    block_timeout: Duration = Field(
+        written("5s"), gt=0, description="Longest `put` blocks when full."
+    )
     concurrency: int = Field(1, ge=1, description="Flushes in flight (1 keeps order).")
     sink: SinkConfig
     retry: RetryPolicy = Field(default_factory=RetryPolicy)  # type: ignore[arg-type]
     dead_letter: DeadLetter | None = None
-    shutdown_deadline: Duration = Field("10s", gt=0)
+    shutdown_deadline: Duration = Field(written("10s"), gt=0)
 
     @model_validator(mode="after")
     def _queue_holds_a_batch(self) -> BatcherConfig:
@@ -496,8 +510,8 @@ class ProfilingHook(_Model):
     name: str | None = None
     route: str | None = None
     function: str | None = None
-    sample_rate: Ratio = Field("100%")
-    min_duration: Duration = Field("0s")
+    sample_rate: Ratio = Field(written("100%"))
+    min_duration: Duration = Field(written("0s"))
     engine: Literal["pyinstrument", "cprofile"] = "pyinstrument"
     keep: int = Field(20, ge=1, description="Profiles kept for this hook.")
 
@@ -522,10 +536,10 @@ class ProfileEndpoint(_Model):
 
 class ProfilingConfig(_Model):
     output_dir: str = "./profiles"
-    max_total_size: Size = Field("100MiB")
+    max_total_size: Size = Field(written("100MiB"))
     hooks: list[ProfilingHook] = Field(default_factory=list)
     on_demand: OnDemandProfiling | None = None
-    endpoint: ProfileEndpoint = Field(default_factory=ProfileEndpoint)  # type: ignore[arg-type]
+    endpoint: ProfileEndpoint = Field(default_factory=ProfileEndpoint)
 
     @model_validator(mode="after")
     def _endpoint_needs_token(self) -> ProfilingConfig:
@@ -545,7 +559,7 @@ class RuntimeConfig(_Model):
 class HealthConfig(_Model):
     liveness: str | None = "/healthz"
     readiness: str | None = "/readyz"
-    timeout: Duration = Field("2s", gt=0, description="Deadline of each readiness check.")
+    timeout: Duration = Field(written("2s"), gt=0, description="Deadline of each readiness check.")
 
 
 # --- the file ----------------------------------------------------------------
@@ -561,7 +575,7 @@ class Config(_Model):
         description="Exporters, sampling, metric collection, shutdown bound.",
     )
     http: HttpConfig = Field(
-        default_factory=HttpConfig,  # type: ignore[arg-type]
+        default_factory=HttpConfig,
         description="The ASGI middleware: exclusions, captured headers, SLOs, compression.",
     )
     caches: dict[str, CacheConfig] = Field(
@@ -578,7 +592,7 @@ class Config(_Model):
         description="Profiling hooks and where profiles are kept.",
     )
     runtime: RuntimeConfig = Field(
-        default_factory=RuntimeConfig,  # type: ignore[arg-type]
+        default_factory=RuntimeConfig,
         description="Process, system and event-loop metrics.",
     )
     health: HealthConfig = Field(

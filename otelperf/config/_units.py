@@ -9,7 +9,15 @@ from typing import Annotated, Any
 from pydantic import BeforeValidator, WithJsonSchema
 from pydantic_core import PydanticCustomError
 
-__all__ = ["Duration", "Ratio", "Size", "parse_duration", "parse_ratio", "parse_size"]
+__all__ = [
+    "Duration",
+    "Ratio",
+    "Size",
+    "parse_duration",
+    "parse_ratio",
+    "parse_size",
+    "written",
+]
 
 _DURATION_UNITS = {
     "us": 1e-6,
@@ -21,8 +29,12 @@ _DURATION_UNITS = {
     "d": 86400.0,
     "w": 604800.0,
 }
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(us|µs|ms|s|m|h|d|w)")
-_DURATION = re.compile(rf"(?:{_DURATION_PART.pattern})+")
+# One pattern per kind, used by the loader and published in the JSON schema, so an
+# editor never accepts what the loader refuses (or the reverse). [0-9], not \d:
+# Python's \d matches every Unicode digit, JSON Schema's only ASCII ones.
+_NUMBER = r"[0-9]+(?:\.[0-9]+)?"
+_DURATION_PART = re.compile(rf"({_NUMBER})\s*(us|µs|ms|s|m|h|d|w)")
+_DURATION_PATTERN = rf"^\s*(?:(?:{_NUMBER}\s*(?:us|µs|ms|s|m|h|d|w)\s*)+|0\s*)$"
 _DURATION_HELP = "a number with a unit: us, ms, s, m, h, d or w (e.g. 250ms, 2s, 30m, 1h30m, 28d)"
 
 
@@ -39,7 +51,8 @@ def parse_duration(value: Any) -> float:
     """
     if isinstance(value, bool):
         raise PydanticCustomError(
-            "duration", "expected a duration, " + _DURATION_HELP + "; found {found}",
+            "duration",
+            "expected a duration, " + _DURATION_HELP + "; found {found}",
             {"found": _shown(value)},
         )
     if isinstance(value, (int, float)):
@@ -51,12 +64,10 @@ def parse_duration(value: Any) -> float:
             "write e.g. '{found}s' or '{found}ms'",
             {"found": value},
         )
-    if isinstance(value, str):
-        text = value.strip().replace(" ", "")
-        if _DURATION.fullmatch(text):
-            return sum(
-                float(number) * _DURATION_UNITS[unit] for number, unit in _DURATION_PART.findall(text)
-            )
+    if isinstance(value, str) and re.fullmatch(_DURATION_PATTERN, value):
+        return sum(
+            (float(n) * _DURATION_UNITS[unit] for n, unit in _DURATION_PART.findall(value)), 0.0
+        )
     raise PydanticCustomError(
         "duration",
         "invalid duration {found}; expected " + _DURATION_HELP,
@@ -74,21 +85,25 @@ _SIZE_UNITS = {
     "mib": 1024**2,
     "gib": 1024**3,
 }
-_SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([A-Za-z]*)")
+_SIZE_PATTERN = rf"^\s*({_NUMBER})\s*([bB]|[kKmMgG][bB]|[kKmMgG][iI][bB])?\s*$"
 _SIZE_HELP = "a whole number of bytes or a number with B, kB, MB, GB, KiB, MiB or GiB (e.g. 512KiB)"
 
 
 def parse_size(value: Any) -> int:
-    """Return bytes for ``1024``, ``"512KiB"``, ``"1.5MB"``."""
+    """Return bytes for ``1024``, ``"512KiB"``, ``"1.5MB"`` (units are case-insensitive)."""
     if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
         return value
     if isinstance(value, str):
-        match = _SIZE.fullmatch(value.strip())
-        if match and match.group(2).lower() in _SIZE_UNITS:
-            return int(float(match.group(1)) * _SIZE_UNITS[match.group(2).lower()])
+        match = re.fullmatch(_SIZE_PATTERN, value)
+        if match:
+            return int(float(match.group(1)) * _SIZE_UNITS[(match.group(2) or "").lower()])
     raise PydanticCustomError(
         "size", "invalid size {found}; expected " + _SIZE_HELP, {"found": _shown(value)}
     )
+
+
+# 0% to 100%, spelled so that the JSON schema can check the range too.
+_PERCENT_PATTERN = r"^\s*(100(?:\.0+)?|[0-9]{1,2}(?:\.[0-9]+)?)\s*%\s*$"
 
 
 def parse_ratio(value: Any) -> float:
@@ -96,11 +111,9 @@ def parse_ratio(value: Any) -> float:
     ratio: float | None = None
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         ratio = float(value)
-    elif isinstance(value, str) and value.strip().endswith("%"):
-        try:
-            ratio = float(value.strip()[:-1]) / 100
-        except ValueError:
-            ratio = None
+    elif isinstance(value, str):
+        match = re.fullmatch(_PERCENT_PATTERN, value)
+        ratio = float(match.group(1)) / 100 if match else None
     if ratio is None or math.isnan(ratio) or not 0.0 <= ratio <= 1.0:
         raise PydanticCustomError(
             "ratio",
@@ -115,7 +128,13 @@ Duration = Annotated[
     float,
     BeforeValidator(parse_duration),
     WithJsonSchema(
-        {"type": "string", "pattern": rf"^\s*({_DURATION.pattern}|0)\s*$", "examples": ["250ms", "30m"]}
+        {
+            "anyOf": [
+                {"type": "string", "pattern": _DURATION_PATTERN},
+                {"const": 0},
+            ],
+            "examples": ["250ms", "30m"],
+        }
     ),
 ]
 """Seconds, written with a unit (``250ms``, ``2s``, ``30m``, ``28d``)."""
@@ -127,7 +146,7 @@ Size = Annotated[
         {
             "anyOf": [
                 {"type": "integer", "minimum": 0},
-                {"type": "string", "pattern": r"^\s*\d+(\.\d+)?\s*([kKmMgG]i?)?[bB]?\s*$"},
+                {"type": "string", "pattern": _SIZE_PATTERN},
             ],
             "examples": ["512KiB", "1MB"],
         }
@@ -142,10 +161,20 @@ Ratio = Annotated[
         {
             "anyOf": [
                 {"type": "number", "minimum": 0, "maximum": 1},
-                {"type": "string", "pattern": r"^\s*\d+(\.\d+)?%\s*$"},
+                {"type": "string", "pattern": _PERCENT_PATTERN},
             ],
             "examples": ["99.9%", 0.05],
         }
     ),
 ]
 """A fraction in [0, 1], written as ``99.9%`` or ``0.999``."""
+
+
+def written(text: str) -> Any:
+    """A field default as it is written in a file (``written("5s")``).
+
+    Defaults go through the same parser as the file (``validate_default``), and the
+    schema and docs show them as users write them; typed ``Any`` because the field's
+    type is the parsed one (``float`` seconds, ``int`` bytes).
+    """
+    return text

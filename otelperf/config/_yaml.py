@@ -30,6 +30,7 @@ from otelperf._errors import ConfigProblem
 
 __all__ = [
     "MAX_CONFIG_BYTES",
+    "MAX_DEPTH",
     "MAX_EXPANDED_NODES",
     "Document",
     "Path",
@@ -44,6 +45,9 @@ MAX_CONFIG_BYTES = 1024 * 1024
 MAX_EXPANDED_NODES = 20_000
 """Most nodes a document may hold once aliases are expanded (a billion-laughs guard)."""
 
+MAX_DEPTH = 64
+"""Deepest nesting of lists and mappings accepted; real configs use fewer than ten levels."""
+
 Path = tuple[str | int, ...]
 
 _TAG = "tag:yaml.org,2002:"
@@ -54,7 +58,8 @@ _SEQ, _MAP, _MERGE = f"{_TAG}seq", f"{_TAG}map", f"{_TAG}merge"
 class _CoreResolver(yaml.resolver.Resolver):
     """Implicit typing of the YAML 1.2 core schema (PyYAML implements 1.1)."""
 
-    yaml_implicit_resolvers: dict[Any, Any] = {}
+    # A fresh table, so the 1.1 resolvers PyYAML registers on its base class never apply.
+    yaml_implicit_resolvers: dict[Any, Any] = {}  # noqa: RUF012 (PyYAML's own attribute)
 
 
 _CoreResolver.add_implicit_resolver(
@@ -91,11 +96,28 @@ class _Composer(
         yaml.composer.Composer.__init__(self)
         _CoreResolver.__init__(self)
         self.explicit_tags: set[int] = set()
+        self.depth = 0
 
-    def compose_scalar_node(self, anchor: Any) -> Node:
-        event = self.peek_event()
-        node: Node = super().compose_scalar_node(anchor)
-        if event.tag not in (None, "!"):
+    def compose_node(self, parent: Node | None, index: Any) -> Node | None:
+        # Bounded here, so that no later recursion (ours, pydantic's) can overflow the stack.
+        self.depth += 1
+        try:
+            if self.depth > MAX_DEPTH:
+                mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
+                raise yaml.composer.ComposerError(
+                    None, None, f"nesting is deeper than {MAX_DEPTH} levels", mark
+                )
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
+
+    def compose_scalar_node(self, anchor: Any) -> ScalarNode:
+        event = self.peek_event()  # type: ignore[no-untyped-call]
+        node = super().compose_scalar_node(anchor)
+        if event.tag == "!":
+            # YAML 1.2: the non-specific tag makes a scalar a string (PyYAML resolves it).
+            node.tag = _STR
+        if event.tag is not None:
             self.explicit_tags.add(id(node))
         return node
 
@@ -189,8 +211,8 @@ class _Builder:
                 return None
             items = []
             for index, item in enumerate(node.value):
-                self.record(path + (index,), item, item)
-                items.append(self.build(item, path + (index,)))
+                self.record((*path, index), item, item)
+                items.append(self.build(item, (*path, index)))
             return items
         if isinstance(node, MappingNode):
             if node.tag != _MAP:
@@ -221,17 +243,19 @@ class _Builder:
             if isinstance(key, float) or key is None:
                 key = key_node.value
             if key in result:
-                first = self.doc.positions.get(path + (key,))
+                first = self.doc.positions.get((*path, key))
                 where = f" (first defined on line {first.line})" if first else ""
-                self.problem(key_node, path + (key,), f"duplicate key {key!r}{where}")
+                self.problem(key_node, (*path, key), f"duplicate key {key!r}{where}")
                 continue
-            self.record(path + (key,), key_node, value_node)
-            result[key] = self.build(value_node, path + (key,))
+            self.record((*path, key), key_node, value_node)
+            result[key] = self.build(value_node, (*path, key))
         for merge in merges:
             sources = merge.value if isinstance(merge, SequenceNode) else [merge]
             for source_node in sources:
                 if not isinstance(source_node, MappingNode):
-                    self.problem(merge, path, "a '<<' merge key needs a mapping or list of mappings")
+                    self.problem(
+                        merge, path, "a '<<' merge key needs a mapping or list of mappings"
+                    )
                     continue
                 for merged_key, merged_value in self.mapping(source_node, path).items():
                     result.setdefault(merged_key, merged_value)
@@ -251,7 +275,8 @@ class _Builder:
                 self.doc.unset_vars[path] = unset
             if node.style is None and id(node) not in self.explicit_tags:
                 # Types are resolved after substitution (the spec), from the text alone.
-                tag = _CoreResolver().resolve(ScalarNode, value, (True, False))
+                resolver = _CoreResolver()
+                tag = resolver.resolve(ScalarNode, value, (True, False))  # type: ignore[no-untyped-call]
         return self.typed(node, value, path, tag)
 
     def typed(self, node: ScalarNode, value: str, path: Path, tag: str | None = None) -> Any:
@@ -310,59 +335,113 @@ def _dotted(path: Path) -> str:
     return out
 
 
-def _walk(node: Node) -> Iterator[Node]:
+def _children(node: Node, path: Path) -> Iterator[tuple[Node, Path]]:
     if isinstance(node, SequenceNode):
-        yield from node.value
+        for index, item in enumerate(node.value):
+            yield item, (*path, index)
     elif isinstance(node, MappingNode):
         for key, value in node.value:
-            yield key
-            yield value
+            yield key, path
+            yield value, (*path, key.value) if isinstance(key, ScalarNode) else path
+
+
+class _ExpansionError(Exception):
+    def __init__(self, node: Node, path: Path, message: str) -> None:
+        super().__init__(message)
+        self.node, self.path, self.message = node, path, message
 
 
 def _expanded_size(root: Node, source: str) -> ConfigProblem | None:
-    """Count nodes as if aliases were copied; refuse recursion and alias bombs."""
+    """Count nodes as if aliases were copied; refuse recursion and alias bombs.
+
+    The problem points at the anchored node that contains itself, or at the
+    first node whose expansion crosses the limit: that is where the bomb is.
+    """
     sizes: dict[int, int] = {}
     active: set[int] = set()
 
-    def size(node: Node) -> int:
+    def size(node: Node, path: Path) -> int:
         key = id(node)
         if key in sizes:
             return sizes[key]
         if key in active:
-            raise RecursionError
+            raise _ExpansionError(
+                node,
+                path,
+                "recursive YAML alias: an anchored node contains an alias to itself",
+            )
         active.add(key)
-        total = 1 + sum(size(child) for child in _walk(node))
+        total = 1 + sum(size(child, child_path) for child, child_path in _children(node, path))
         active.discard(key)
         sizes[key] = total
         if total > MAX_EXPANDED_NODES:
-            raise OverflowError
+            raise _ExpansionError(
+                node,
+                path,
+                f"this node expands to more than {MAX_EXPANDED_NODES} nodes through YAML "
+                "aliases (an alias bomb?); write the repeated parts out",
+            )
         return total
 
-    mark = root.start_mark
     try:
-        size(root)
-    except RecursionError:
-        return ConfigProblem(source, mark.line + 1, mark.column + 1, "", "recursive YAML alias")
-    except OverflowError:
+        size(root, ())
+    except _ExpansionError as refused:
+        mark = refused.node.start_mark
         return ConfigProblem(
-            source,
-            mark.line + 1,
-            mark.column + 1,
-            "",
-            f"the document expands to more than {MAX_EXPANDED_NODES} nodes through "
-            "YAML aliases (an alias bomb?); write the repeated parts out",
+            source, mark.line + 1, mark.column + 1, _dotted(refused.path), refused.message
         )
     return None
 
 
-def _yaml_problem(exc: yaml.YAMLError, source: str) -> ConfigProblem:
+# PyYAML's wording, completed with the usual cause.
+_HINTS = (
+    ("expected <block end>", "check the indentation of this line"),
+    (
+        "mapping values are not allowed here",
+        "check the indentation, or quote a value that contains ': '",
+    ),
+    ("found character '\\t'", "indent with spaces: YAML does not allow tabs"),
+    ("quoted scalar", "is a closing quote missing?"),
+    (
+        "flow sequence",
+        "a '[' is not closed, or a value holding ',', '[', ']', '{' or '}' needs quotes",
+    ),
+    (
+        "flow mapping",
+        "a '{' is not closed, or a value holding ',', '[', ']', '{' or '}' needs quotes",
+    ),
+)
+
+
+def _yaml_problem(exc: yaml.YAMLError, text: str, source: str) -> ConfigProblem:
     # The snippet PyYAML prints would echo the source line, which may hold a secret.
     if isinstance(exc, yaml.MarkedYAMLError) and exc.problem_mark is not None:
         mark = exc.problem_mark
-        text = exc.problem or "invalid YAML"
-        if exc.context:
-            text = f"{exc.context}; {text}"
-        return ConfigProblem(source, mark.line + 1, mark.column + 1, "", f"invalid YAML: {text}")
+        message = exc.problem or "invalid YAML"
+        context = exc.context or ""
+        if context.startswith("while "):
+            # "while parsing a flow sequence": say where that started, it is often the cause.
+            if exc.context_mark is not None and exc.context_mark.line != mark.line:
+                context += f" started on line {exc.context_mark.line + 1}"
+            message = f"{context}: {message}"
+        elif context:
+            message = f"{context}, {message}"
+        hints = [hint for needle, hint in _HINTS if needle in message]
+        if hints:
+            message += f" ({hints[0]})"
+        return ConfigProblem(source, mark.line + 1, mark.column + 1, "", f"invalid YAML: {message}")
+    if isinstance(exc, yaml.reader.ReaderError) and isinstance(exc.position, int):
+        # Positions count characters of the text: turn them into a line and column.
+        line = text.count("\n", 0, exc.position) + 1
+        column = exc.position - (text.rfind("\n", 0, exc.position) + 1) + 1
+        return ConfigProblem(
+            source,
+            line,
+            column,
+            "",
+            f"invalid YAML: character U+{exc.character:04X} is not allowed "
+            '(write control characters as escapes in a double-quoted string, e.g. "\\t")',
+        )
     return ConfigProblem(source, 0, 0, "", f"invalid YAML: {type(exc).__name__}")
 
 
@@ -376,23 +455,29 @@ def parse_yaml(
                 source, 0, 0, "", f"config is larger than {MAX_CONFIG_BYTES // 1024} KiB; refused"
             )
         ]
-    composer = _Composer(text)
+    too_deep = ConfigProblem(source, 0, 0, "", f"YAML nesting is deeper than {MAX_DEPTH} levels")
     try:
-        root = composer.get_single_node()
+        composer = _Composer(text)
+        try:
+            root = composer.get_single_node()
+        finally:
+            composer.dispose()
     except yaml.YAMLError as exc:
-        return Document(None), [_yaml_problem(exc, source)]
+        return Document(None), [_yaml_problem(exc, text, source)]
     except RecursionError:
-        return Document(None), [ConfigProblem(source, 0, 0, "", "YAML nesting is too deep")]
-    finally:
-        composer.dispose()
+        return Document(None), [too_deep]
     if root is None:
         return Document(None), []
-    bomb = _expanded_size(root, source)
-    if bomb is not None:
-        return Document(None), [bomb]
-    builder = _Builder(source, composer.explicit_tags, environ)
     try:
+        bomb = _expanded_size(root, source)
+        if bomb is not None:
+            return Document(None), [bomb]
+        builder = _Builder(source, composer.explicit_tags, environ)
+        mark = root.start_mark
+        builder.doc.positions[()] = Position(
+            mark.line + 1, mark.column + 1, mark.line + 1, mark.column + 1
+        )
         builder.doc.data = builder.build(root, ())
     except RecursionError:
-        return Document(None), [ConfigProblem(source, 0, 0, "", "YAML nesting is too deep")]
+        return Document(None), [too_deep]
     return builder.doc, builder.problems
