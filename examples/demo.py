@@ -29,12 +29,15 @@ sys.path.insert(0, str(HERE.parent))
 
 import otelperf  # noqa: E402
 from examples.shop_app import app as shop_app  # noqa: E402
+from otelperf.testing import asgi_lifespan, asgi_request  # noqa: E402
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 ASGIApp = Callable[
     [Scope, Callable[[], Awaitable[Message]], Callable[[Message], Awaitable[None]]], Awaitable[None]
 ]
+
+_SERVER = 2  # SPAN_KIND_SERVER in OTLP
 
 # (method, path template used for reporting, concrete path generator, weight)
 _TRAFFIC: list[tuple[str, str, Callable[[], str], int]] = [
@@ -47,84 +50,42 @@ _TRAFFIC: list[tuple[str, str, Callable[[], str], int]] = [
 ]
 
 
-async def call(app: ASGIApp, method: str, path: str, headers: dict[str, str]) -> tuple[int, int]:
-    """One HTTP request through the ASGI app in-process; returns (status, body bytes)."""
-    scope: Scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": method,
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "query_string": b"",
-        "root_path": "",
-        "headers": [(k.lower().encode(), v.encode()) for k, v in headers.items()],
-        "client": ("127.0.0.1", 50000),
-        "server": ("127.0.0.1", 8000),
-    }
-    sent = False
-    status, size = 500, 0
-
-    async def receive() -> Message:
-        nonlocal sent
-        if not sent:
-            sent = True
-            return {"type": "http.request", "body": b"", "more_body": False}
-        await asyncio.Event().wait()  # no disconnect while the response is produced
-        return {"type": "http.disconnect"}
-
-    async def send(message: Message) -> None:
-        nonlocal status, size
-        if message["type"] == "http.response.start":
-            status = message["status"]
-        elif message["type"] == "http.response.body":
-            size += len(message.get("body", b""))
-
-    try:
-        await app(scope, receive, send)
-    except Exception:
-        status = 500  # what a server answers when the app raises
-    return status, size
-
-
-async def drive(perf: otelperf.Perf, app: ASGIApp, requests: int) -> None:
-    """Send ``requests`` requests, each under a client span whose context is propagated."""
+async def drive(perf: otelperf.Perf, app: ASGIApp, requests: int, concurrency: int) -> None:
+    """Send ``requests`` requests, ``concurrency`` at a time, each under a client span."""
     tracer = perf.tracer
     duration = perf.meter.create_histogram(
         "http.client.request.duration", unit="s", description="Duration of HTTP client requests."
     )
     weights = [w for *_, w in _TRAFFIC]
-    for _ in range(requests):
-        method, template, make_path, _w = random.choices(_TRAFFIC, weights)[0]
-        with tracer.start_as_current_span(
-            f"{method} {template}", kind=trace.SpanKind.CLIENT
-        ) as span:
+    plan = [random.choices(_TRAFFIC, weights)[0] for _ in range(requests)]
+    plan_iter = iter(plan)
+
+    async def one(method: str, template: str, path: str) -> None:
+        with tracer.start_as_current_span(f"{method} {template}", kind=trace.SpanKind.CLIENT):
             headers: dict[str, str] = {}
-            propagate.inject(headers)
+            propagate.inject(headers)  # the server span continues this trace
             started = time.perf_counter()
-            status, _size = await call(app, method, make_path(), headers)
+            try:
+                status = (await asgi_request(app, method, path, headers=headers)).status
+            except Exception:
+                status = 500  # what a server answers when the app raises
             duration.record(
                 time.perf_counter() - started,
-                {
-                    "http.request.method": method,
-                    "url.template": template,
-                    "http.response.status_code": status,
-                },
+                {"http.request.method": method, "http.response.status_code": status},
             )
-            span.set_attribute("http.request.method", method)
-            span.set_attribute("url.template", template)
-            span.set_attribute("http.response.status_code", status)
-            if status >= 500:
-                span.set_attribute("error.type", str(status))
-                span.set_status(trace.StatusCode.ERROR)
+
+    async def worker() -> None:
+        for method, template, make_path, _w in plan_iter:
+            await one(method, template, make_path())
+
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
 
 
 def summarize(path: Path) -> dict[str, Any]:
-    """Read the OTLP JSON lines back and compute per-route latency and error figures."""
+    """Read the OTLP JSON lines back: server spans per route, and the last metric points."""
     durations: dict[str, list[float]] = defaultdict(list)
     errors: dict[str, int] = defaultdict(int)
-    metric_names: set[str] = set()
+    metrics: dict[str, list[dict[str, Any]]] = {}
     resource: dict[str, Any] = {}
     lines = 0
     with path.open(encoding="utf-8") as handle:
@@ -137,20 +98,25 @@ def summarize(path: Path) -> dict[str, Any]:
                 }
                 for ss in rs.get("scopeSpans", []):
                     for span in ss.get("spans", []):
+                        if span.get("kind") != _SERVER:
+                            continue
                         ms = (int(span["endTimeUnixNano"]) - int(span["startTimeUnixNano"])) / 1e6
                         durations[span["name"]].append(ms)
-                        attrs = {a["key"]: a["value"] for a in span.get("attributes", [])}
-                        if "error.type" in attrs:
+                        if any(a["key"] == "error.type" for a in span.get("attributes", [])):
                             errors[span["name"]] += 1
             for rm in record.get("resourceMetrics", []):
                 for sm in rm.get("scopeMetrics", []):
-                    metric_names.update(m["name"] for m in sm.get("metrics", []))
+                    for metric in sm.get("metrics", []):
+                        data = next(iter(v for k, v in metric.items() if isinstance(v, dict)), {})
+                        metrics[metric["name"]] = data.get(
+                            "dataPoints", []
+                        )  # cumulative: last wins
     return {
         "lines": lines,
         "resource": resource,
         "durations": durations,
         "errors": errors,
-        "metrics": sorted(metric_names),
+        "metrics": metrics,
     }
 
 
@@ -162,13 +128,16 @@ def _pct(values: list[float], q: float) -> float:
 
 def report(summary: dict[str, Any], path: Path, elapsed: float, requests: int) -> None:
     resource = summary["resource"]
-    print(f"otelperf demo: {requests} requests in {elapsed:.2f}s against the example shop")
+    print(f"otelperf demo: {requests} requests in {elapsed:.2f}s through perf.wrap(shop_app)")
     print(
         f"service: {resource.get('service.name')} {resource.get('service.version', '')} "
-        f"({resource.get('deployment.environment.name', '-')})"
+        f"({resource.get('deployment.environment.name', '-')}), pid {resource.get('process.pid')}"
     )
     print()
-    print(f"{'span':36} {'count':>6} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'errors':>7}")
+    print(
+        f"{'server span (route)':36} {'count':>6} {'p50 ms':>8} {'p95 ms':>8} "
+        f"{'p99 ms':>8} {'errors':>7}"
+    )
     for name, values in sorted(summary["durations"].items(), key=lambda kv: -len(kv[1])):
         errs = summary["errors"].get(name, 0)
         print(
@@ -177,15 +146,36 @@ def report(summary: dict[str, Any], path: Path, elapsed: float, requests: int) -
         )
     print()
     metrics = summary["metrics"]
-    print(f"metrics exported: {', '.join(metrics) if metrics else 'none yet'}")
+    lag = metrics.get("otelperf.asyncio.eventloop.delay", [])
+    count = sum(int(p.get("count", 0)) for p in lag)
+    if count:
+        total = sum(float(p.get("sum", 0.0)) for p in lag)
+        worst = max(float(p.get("max", 0.0)) for p in lag)
+        print(
+            f"event-loop lag: {count} samples, mean {total / count * 1000:.2f} ms, "
+            f"max {worst * 1000:.2f} ms"
+        )
+    slo = metrics.get("otelperf.http.slo.requests", [])
+    for kind in ("latency", "availability"):
+        good = bad = 0
+        for point in slo:
+            attrs = {a["key"]: next(iter(a["value"].values())) for a in point["attributes"]}
+            if attrs.get("otelperf.slo") == kind and "http.route" not in attrs:
+                value = int(point.get("asInt", 0))
+                good += value if attrs["otelperf.slo.result"] == "good" else 0
+                bad += value if attrs["otelperf.slo.result"] == "bad" else 0
+        if good + bad:
+            print(f"SLO {kind}: {good / (good + bad):.2%} good of {good + bad} requests")
+    print(f"metrics exported: {len(metrics)} ({', '.join(sorted(metrics)[:6])}, ...)")
     print(f"full telemetry ({summary['lines']} OTLP JSON lines): {path.resolve()}")
 
 
-async def run(perf: otelperf.Perf, requests: int) -> float:
-    """Drive the shop with telemetry started; return the elapsed seconds."""
+async def run(perf: otelperf.Perf, requests: int, concurrency: int) -> float:
+    """Serve the wrapped shop through its lifespan and drive it; return the elapsed seconds."""
+    app = perf.wrap(shop_app)
     started = time.perf_counter()
-    async with perf:
-        await drive(perf, shop_app, requests)
+    async with asgi_lifespan(app):
+        await drive(perf, app, requests, concurrency)
     return time.perf_counter() - started
 
 
@@ -193,6 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--config", default=str(HERE.parent / "configs" / "demo.yaml"))
     parser.add_argument("--requests", type=int, default=300)
+    parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--seed", type=int, default=7)
     args = parser.parse_args(argv)
     try:
@@ -206,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     path = Path(perf.config.telemetry.file.path)
     path.unlink(missing_ok=True)  # the summary covers this run only
     random.seed(args.seed)
-    elapsed = asyncio.run(run(perf, args.requests))
+    elapsed = asyncio.run(run(perf, args.requests, args.concurrency))
     report(summarize(path), path, elapsed, args.requests)
     return 0
 

@@ -13,6 +13,8 @@ from opentelemetry.sdk.metrics.export import MetricReader
 from opentelemetry.sdk.trace import SpanProcessor
 
 from otelperf._errors import OtelperfError
+from otelperf._health import Check, Health
+from otelperf._timed import Timed
 from otelperf._version import __version__
 from otelperf.config import Config, ConfigSource, load_config
 from otelperf.telemetry import Telemetry, build_telemetry
@@ -55,6 +57,10 @@ class Perf:
         self._tracer: trace_api.Tracer | None = None
         self._meter: metrics_api.Meter | None = None
         self._pid: int | None = None
+        self._histograms: dict[str, Any] = {}
+        self._runtime: Any = None
+        self.health = Health(config.health)
+        """Readiness checks; resources register theirs, and so can the application."""
 
     def __repr__(self) -> str:
         state = "started" if self._telemetry is not None else "not started"
@@ -84,17 +90,34 @@ class Perf:
         self._meter = self._telemetry.meter_provider.get_meter(_SCOPE, __version__)
 
     async def astart(self) -> None:
-        """:meth:`start`, for symmetry with :meth:`ashutdown` in async code."""
+        """Build telemetry, then open every declared resource (runtime metrics, ...)."""
         self.start()
+        runtime = self.config.runtime
+        wanted = runtime.process or runtime.event_loop_lag or bool(runtime.disk_paths)
+        if self._runtime is None and wanted:
+            from otelperf.runtime import RuntimeMetrics
+
+            self._runtime = RuntimeMetrics(runtime, self.meter_provider)
+            await self._runtime.start()
 
     def shutdown(self) -> bool:
         """Flush and close telemetry within ``telemetry.shutdown_timeout``; True if all finished."""
+        self.health.ready = False
+        runtime, self._runtime = self._runtime, None
+        if runtime is not None:
+            runtime.close()
         telemetry, self._telemetry = self._telemetry, None
+        self._histograms.clear()
         return telemetry.shutdown() if telemetry is not None else True
 
     async def ashutdown(self) -> bool:
-        """:meth:`shutdown` without blocking the event loop while exporters flush."""
+        """Close resources, then flush telemetry, without blocking the event loop while it waits."""
+        self.health.ready = False
+        runtime, self._runtime = self._runtime, None
+        if runtime is not None:
+            await runtime.stop()
         telemetry, self._telemetry = self._telemetry, None
+        self._histograms.clear()
         return await telemetry.ashutdown() if telemetry is not None else True
 
     def __enter__(self) -> Perf:
@@ -154,6 +177,56 @@ class Perf:
         self._require()
         assert self._meter is not None  # set together with _telemetry
         return self._meter
+
+    def timed(self, name: str, attributes: Mapping[str, Any] | None = None) -> Timed:
+        """Time a block or function: a span and a histogram point (seconds) named ``name``.
+
+        >>> perf = load({"version": 1, "service": {"name": "demo"},
+        ...              "telemetry": {"exporter": "none", "set_global": False}})
+        >>> with perf, perf.timed("report.render"):
+        ...     pass
+        """
+        return Timed(self, name, attributes)
+
+    def _timed_histogram(self, name: str) -> Any:
+        histogram = self._histograms.get(name)
+        if histogram is None:
+            histogram = self.meter.create_histogram(
+                name, unit="s", description=f"Duration of {name}, from perf.timed."
+            )
+            self._histograms[name] = histogram
+        return histogram
+
+    # --- ASGI ------------------------------------------------------------------
+
+    def wrap(self, app: Any) -> Any:
+        """``app`` wrapped in otelperf's middleware, with otelperf's lifespan around the app's.
+
+        Startup opens every declared resource before the app's own startup runs;
+        shutdown runs the app's shutdown, then closes otelperf's resources, then
+        flushes telemetry.
+        """
+        from otelperf.http import OtelperfMiddleware
+
+        return OtelperfMiddleware(app, perf=self, manage_lifespan=True)
+
+    def middleware(self) -> Any:
+        """A Starlette/FastAPI ``Middleware`` entry for this Perf; pair it with :meth:`lifespan`."""
+        from starlette.middleware import Middleware
+
+        from otelperf.http import OtelperfMiddleware
+
+        return Middleware(OtelperfMiddleware, perf=self)
+
+    def lifespan(self, inner: Any = None) -> Any:
+        """A Starlette/FastAPI ``lifespan=``: otelperf's startup/shutdown around ``inner``."""
+        from otelperf._lifespan import lifespan_context
+
+        return lifespan_context(self, inner)
+
+    def add_readiness_check(self, name: str, check: Check) -> None:
+        """Make readiness fail while ``check`` (sync or async) returns False, raises or hangs."""
+        self.health.add_check(name, check)
 
 
 def load(

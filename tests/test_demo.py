@@ -30,15 +30,24 @@ def test_demo_runs_and_summarizes_recorded_telemetry(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert "120 requests" in result.stdout
     assert "GET /api/products/{product_id}" in result.stdout
-    assert "http.client.request.duration" in result.stdout
+    assert "event-loop lag:" in result.stdout
+    assert "SLO availability:" in result.stdout
     assert str(out_file) in result.stdout
-    spans = 0
+    client: dict[str, str] = {}
+    server: list[dict[str, object]] = []
     for line in out_file.read_text(encoding="utf-8").splitlines():
         record = json.loads(line)
         for rs in record.get("resourceSpans", []):
             for ss in rs["scopeSpans"]:
-                spans += len(ss["spans"])
-    assert spans == 120
+                for span in ss["spans"]:
+                    if span["kind"] == 3:  # CLIENT: the driver's side
+                        client[span["spanId"]] = span["traceId"]
+                    elif span["kind"] == 2:  # SERVER: the middleware's side
+                        server.append(span)
+    assert len(client) == 120
+    assert 0 < len(server) < 120  # health checks are answered without a span
+    for span in server:  # every server span continues the driver's trace
+        assert client[str(span["parentSpanId"])] == span["traceId"]
 
 
 def test_shipped_configs_all_load() -> None:

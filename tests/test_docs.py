@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from otelperf.config._docs import render_markdown
+from otelperf._docgen import generated
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -16,9 +16,10 @@ def _python_blocks(text: str) -> list[str]:
     return re.findall(r"```python\n(.*?)```", text, flags=re.DOTALL)
 
 
-def test_config_reference_matches_schema() -> None:
-    """docs/config.md is exactly what the schema renders (python -m otelperf.config._docs)."""
-    assert (ROOT / "docs" / "config.md").read_text(encoding="utf-8") == render_markdown()
+@pytest.mark.parametrize("name", sorted(generated()))
+def test_generated_docs_are_current(name: str) -> None:
+    """docs/config.md and docs/metrics.md match schema and registry (python -m otelperf._docgen)."""
+    assert (ROOT / "docs" / name).read_text(encoding="utf-8") == generated()[name]
 
 
 @pytest.mark.parametrize("index", range(len(_python_blocks((ROOT / "README.md").read_text()))))
