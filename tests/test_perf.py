@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -151,3 +152,24 @@ def test_load_from_a_yaml_file_keeps_its_path(tmp_path: Path) -> None:
     assert perf.config.service.name == "from-yaml"
     assert perf.config.service.version == "0.9.1"
     assert otelperf.load(CONFIG).source is None
+
+
+@pytest.mark.parametrize(
+    ("blocked", "telemetry", "extra"),
+    [
+        ("opentelemetry.exporter.prometheus", {"exporter": "prometheus"}, "prometheus"),
+        ("opentelemetry.configuration", {"otel_config_file": "otel.yaml"}, "otelconfig"),
+    ],
+)
+def test_missing_optional_dependency_names_the_extra(
+    monkeypatch: pytest.MonkeyPatch, blocked: str, telemetry: dict[str, object], extra: str
+) -> None:
+    """A feature whose optional package is absent fails at start with the exact pip line."""
+    monkeypatch.setitem(sys.modules, blocked, None)  # makes `import` raise ImportError
+    perf = otelperf.load(
+        {"version": 1, "service": {"name": "x"}, "telemetry": {"set_global": False, **telemetry}}
+    )
+    with pytest.raises(otelperf.MissingDependencyError) as caught:
+        perf.start()
+    assert f'pip install "otelperf[{extra}]"' in str(caught.value)
+    assert isinstance(caught.value, ImportError)
