@@ -27,3 +27,6 @@ def black_hole() -> Iterator[BlackHole]:
     """A collector on 127.0.0.1 that accepts connections and never answers."""
     with BlackHole() as hole:
         yield hole
+
+
+pytest_plugins = ["otelperf.testing"]

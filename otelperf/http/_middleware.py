@@ -24,6 +24,16 @@ from urllib.parse import parse_qsl, urlencode
 from opentelemetry import context as context_api
 from opentelemetry import propagate, trace
 from opentelemetry.metrics import CallbackOptions, Observation
+from opentelemetry.semconv.attributes.client_attributes import CLIENT_ADDRESS
+from opentelemetry.semconv.attributes.error_attributes import ERROR_TYPE
+from opentelemetry.semconv.attributes.http_attributes import (
+    HTTP_REQUEST_METHOD,
+    HTTP_REQUEST_METHOD_ORIGINAL,
+    HTTP_RESPONSE_STATUS_CODE,
+    HTTP_ROUTE,
+)
+from opentelemetry.semconv.attributes.network_attributes import NETWORK_PROTOCOL_VERSION
+from opentelemetry.semconv.attributes.url_attributes import URL_PATH, URL_QUERY, URL_SCHEME
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from otelperf import _instruments
@@ -125,7 +135,7 @@ class _Bound:
 
     def _observe_active(self, options: CallbackOptions) -> Iterable[Observation]:
         return [
-            Observation(count, {"http.request.method": method, "url.scheme": scheme})
+            Observation(count, {HTTP_REQUEST_METHOD: method, URL_SCHEME: scheme})
             for (method, scheme), count in list(self.active.items())
         ]
 
@@ -134,7 +144,7 @@ class _Bound:
         for (slo, result, route), count in list(self.slo.items()):
             attrs = {"otelperf.slo": slo, "otelperf.slo.result": result}
             if route is not None:
-                attrs["http.route"] = route
+                attrs[HTTP_ROUTE] = route
             out.append(Observation(count, attrs))
         return out
 
@@ -267,19 +277,19 @@ class OtelperfMiddleware:
         parent = propagate.extract(carrier) if carrier is not None else None
 
         span_attrs: dict[str, Any] = {
-            "http.request.method": method,
-            "url.scheme": scheme,
-            "url.path": scope["path"],
-            "network.protocol.version": protocol,
+            HTTP_REQUEST_METHOD: method,
+            URL_SCHEME: scheme,
+            URL_PATH: scope["path"],
+            NETWORK_PROTOCOL_VERSION: protocol,
         }
         if method == "_OTHER":
-            span_attrs["http.request.method_original"] = scope["method"]
+            span_attrs[HTTP_REQUEST_METHOD_ORIGINAL] = scope["method"]
         query = scope.get("query_string", b"")
         if query:
-            span_attrs["url.query"] = redact_query(query.decode("latin-1"))
+            span_attrs[URL_QUERY] = redact_query(query.decode("latin-1"))
         client = scope.get("client")
         if client:
-            span_attrs["client.address"] = client[0]
+            span_attrs[CLIENT_ADDRESS] = client[0]
         if captured:
             _capture(span_attrs, "http.request.header.", captured, self._capture_request)
 
@@ -337,26 +347,26 @@ class OtelperfMiddleware:
             if route is None and status and status != 404:
                 route = self._routes.match(scope)
             attrs: dict[str, Any] = {
-                "http.request.method": method,
-                "url.scheme": scheme,
-                "network.protocol.version": protocol,
+                HTTP_REQUEST_METHOD: method,
+                URL_SCHEME: scheme,
+                NETWORK_PROTOCOL_VERSION: protocol,
             }
             if status:
-                attrs["http.response.status_code"] = status
+                attrs[HTTP_RESPONSE_STATUS_CODE] = status
             if route is not None:
-                attrs["http.route"] = route
+                attrs[HTTP_ROUTE] = route
                 span.update_name(f"{method if method != '_OTHER' else 'HTTP'} {route}")
             if error_type is None and status >= 500:
                 error_type = str(status)
             if error_type is not None:
-                attrs["error.type"] = error_type
+                attrs[ERROR_TYPE] = error_type
             if span.is_recording():
                 if status:
-                    span.set_attribute("http.response.status_code", status)
+                    span.set_attribute(HTTP_RESPONSE_STATUS_CODE, status)
                 if route is not None:
-                    span.set_attribute("http.route", route)
+                    span.set_attribute(HTTP_ROUTE, route)
                 if error_type is not None:
-                    span.set_attribute("error.type", error_type)
+                    span.set_attribute(ERROR_TYPE, error_type)
                 if status >= 500:
                     span.set_status(Status(StatusCode.ERROR))
             # Recorded while the span is current, so exemplars point at this trace.
@@ -391,10 +401,10 @@ class OtelperfMiddleware:
         try:
             await self.app(scope, receive, send)
         finally:
-            attrs: dict[str, Any] = {"url.scheme": scope.get("scheme", "ws")}
+            attrs: dict[str, Any] = {URL_SCHEME: scope.get("scheme", "ws")}
             route = self._route(scope)
             if route is not None:
-                attrs["http.route"] = route
+                attrs[HTTP_ROUTE] = route
             bound.ws_duration.record(time.perf_counter() - start, attrs)
 
 

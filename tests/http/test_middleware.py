@@ -665,3 +665,31 @@ def test_timed_records_span_and_histogram(telemetry: CapturedTelemetry) -> None:
     (failed,) = telemetry.points("work.block")
     assert failed.attributes["error.type"] == "ValueError"
     assert telemetry.metrics()["work.sync"].unit == "s"
+
+
+def test_compression_configured_through_http_section() -> None:
+    """http.compression gzips large responses and counts the bytes saved."""
+    config = {**BASE, "http": {"compression": {"algorithms": ["gzip"], "min_size": "1KiB"}}}
+
+    async def endpoint(request: Request) -> PlainTextResponse:
+        return PlainTextResponse("otelperf " * 2000)
+
+    with capture(config) as telemetry:
+        app = telemetry.perf.wrap(Starlette(routes=[Route("/big", endpoint)]))
+        response = run(asgi_request(app, "GET", "/big", headers={"accept-encoding": "gzip"}))
+        assert response.header("content-encoding") == "gzip"
+        import gzip
+
+        assert gzip.decompress(response.body) == b"otelperf " * 2000
+        (saved,) = telemetry.points("otelperf.http.compression.saved")
+        assert saved.value == len("otelperf " * 2000) - len(response.body)
+        (size,) = telemetry.points("http.server.response.body.size")
+        assert size.sum == len(response.body)  # what went on the wire
+
+
+def test_pytest_fixture_gives_a_capturing_perf(otelperf_telemetry: CapturedTelemetry) -> None:
+    """The otelperf_telemetry fixture (pytest_plugins = ["otelperf.testing"]) captures spans."""
+    with otelperf_telemetry.perf.timed("fixture.work"):
+        pass
+    assert [s.name for s in otelperf_telemetry.spans()] == ["fixture.work"]
+    assert otelperf_telemetry.points("fixture.work")
