@@ -51,12 +51,22 @@ from opentelemetry.sdk.trace.export import (
     SpanExportResult,
 )
 from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
+from otelperf import _instruments
 from otelperf._errors import ConfigError, ConfigProblem, MissingDependencyError, OtelperfError
+from otelperf._histograms import (
+    HistogramRecorder,
+    Registry,
+    SdkHistogram,
+    attach,
+    cumulative_histograms,
+)
 from otelperf._instruments import BYTES_BUCKETS, SECONDS_BUCKETS
 from otelperf._instruments import HTTP_DURATION_BUCKETS as HTTP_SECONDS_BUCKETS
 from otelperf._logs import export_logs, install_correlation
 from otelperf._redact import redact_text
+from otelperf._version import __version__
 from otelperf.config._schema import Config, OtlpConfig
 
 __all__ = [
@@ -69,6 +79,11 @@ __all__ = [
 ]
 
 _log = logging.getLogger("otelperf.telemetry")
+
+_SDK_DEFAULT_BUCKETS: tuple[float, ...] = (
+    0.0, 5.0, 10.0, 25.0, 50.0, 75.0, 100.0, 250.0, 500.0, 750.0, 1000.0, 2500.0, 5000.0,
+    7500.0, 10000.0,
+)  # fmt: skip
 
 _UNIT_BUCKETS: dict[str, tuple[float, ...]] = {
     "s": SECONDS_BUCKETS,
@@ -354,7 +369,17 @@ class Telemetry:
     shutdown_timeout: float
     description: str
     closers: list[Callable[[], None]] = field(default_factory=list)
+    fast: Registry | None = None
+    """Plain-Python histograms served to every reader, when all readers can take them."""
     _done: bool = False
+
+    def histogram(self, meter: metrics_api.Meter, name: str) -> HistogramRecorder:
+        """A recorder for the registered histogram ``name``: fast when possible."""
+        spec = _instruments.spec(name)
+        if self.fast is not None:
+            boundaries = spec.buckets or _UNIT_BUCKETS.get(spec.unit, _SDK_DEFAULT_BUCKETS)
+            return self.fast.histogram(spec.name, spec.unit, spec.description, boundaries)
+        return SdkHistogram(_instruments.create(meter, name))
 
     def _shutdown_calls(self) -> list[Callable[[], Any]]:
         calls: list[Callable[[], Any]] = []
@@ -561,6 +586,13 @@ def _from_config(
         views=[View(instrument_type=Histogram, aggregation=histogram)],
         shutdown_on_exit=False,
     )
+    fast: Registry | None = None
+    if telemetry.metrics.histograms == "explicit" and all(
+        cumulative_histograms(r) for r in readers
+    ):
+        fast = Registry(InstrumentationScope("otelperf", __version__))
+        for reader in readers:
+            attach(reader, fast, resource)
     logs = telemetry.logs
     if logs.export and trace_kind != "none":  # logs go where traces go
         if trace_kind == "otlp":
@@ -581,6 +613,7 @@ def _from_config(
         shutdown_timeout=telemetry.shutdown_timeout,
         description=_describe(trace_kind, metric_kind, config),
         closers=closers,
+        fast=fast,
     )
 
 

@@ -119,10 +119,11 @@ class _Bound:
         self.telemetry = perf._telemetry
         meter = perf.meter
         self.tracer = perf.tracer
-        self.duration = _instruments.create(meter, "http.server.request.duration")
-        self.request_size = _instruments.create(meter, "http.server.request.body.size")
-        self.response_size = _instruments.create(meter, "http.server.response.body.size")
-        self.ws_duration = _instruments.create(meter, "otelperf.http.websocket.duration")
+        telemetry = perf._require()
+        self.duration = telemetry.histogram(meter, "http.server.request.duration")
+        self.request_size = telemetry.histogram(meter, "http.server.request.body.size")
+        self.response_size = telemetry.histogram(meter, "http.server.response.body.size")
+        self.ws_duration = telemetry.histogram(meter, "otelperf.http.websocket.duration")
         self.active: dict[tuple[str, str], int] = {}
         self.slo: dict[tuple[str, str, str | None], int] = {}
         # Callbacks go through the middleware: on a provider the application owns, a
@@ -370,10 +371,12 @@ class OtelperfMiddleware:
                 if status >= 500:
                     span.set_status(Status(StatusCode.ERROR))
             # Recorded while the span is current, so exemplars point at this trace.
-            bound.duration.record(duration, attrs)
-            bound.response_size.record(response_size, attrs)
+            key = (method, scheme, protocol, status, route, error_type)
+            span_context = span.get_span_context()
+            bound.duration.record(duration, key, attrs, span_context)
+            bound.response_size.record(response_size, key, attrs, span_context)
             if request_size is not None:
-                bound.request_size.record(request_size, attrs)
+                bound.request_size.record(request_size, key, attrs, span_context)
             if self._latency_threshold is not None or self._availability:
                 self._judge(bound, route, status, duration)
             span.end(start_ns + int(duration * 1e9))
@@ -405,7 +408,8 @@ class OtelperfMiddleware:
             route = self._route(scope)
             if route is not None:
                 attrs[HTTP_ROUTE] = route
-            bound.ws_duration.record(time.perf_counter() - start, attrs)
+            key = (attrs[URL_SCHEME], route)
+            bound.ws_duration.record(time.perf_counter() - start, key, attrs)
 
 
 def _capture(

@@ -1,0 +1,165 @@
+"""The plain-Python histograms give the same data the SDK would, and fall back when they can't."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import pytest
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import AggregationTemporality, InMemoryMetricReader
+from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+
+import otelperf
+from otelperf._histograms import MAX_SERIES, FastHistogram, Registry, SdkHistogram, attach
+
+BOUNDS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
+
+
+def _points(reader: InMemoryMetricReader, name: str) -> list[Any]:
+    data = reader.get_metrics_data()
+    assert data is not None
+    return [
+        p
+        for rm in data.resource_metrics
+        for sm in rm.scope_metrics
+        for m in sm.metrics
+        if m.name == name
+        for p in m.data.data_points
+    ]
+
+
+def test_fast_histogram_matches_the_sdk() -> None:
+    """Counts, sums, min, max and bucket counts equal the SDK's for the same measurements."""
+    sdk_reader = InMemoryMetricReader()
+    sdk = MeterProvider(
+        metric_readers=[sdk_reader],
+        views=[View(instrument_name="h", aggregation=ExplicitBucketHistogramAggregation(BOUNDS))],
+    )
+    sdk_hist = sdk.get_meter("t").create_histogram("h", unit="s")
+    fast_reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[fast_reader])
+    registry = Registry(InstrumentationScope("otelperf"))
+    assert attach(fast_reader, registry, Resource.create({}))
+    fast = registry.histogram("h", "s", "d", BOUNDS)
+    rng = random.Random(3)
+    for _ in range(5000):
+        value = rng.choice([0.0, 0.005, 0.01, 1.0, 7.0]) if rng.random() < 0.1 else rng.random()
+        route = rng.choice(["/a", "/b"])
+        sdk_hist.record(value, {"route": route})
+        fast.record(value, (route,), {"route": route})
+    expected = {p.attributes["route"]: p for p in _points(sdk_reader, "h")}
+    got = {p.attributes["route"]: p for p in _points(fast_reader, "h")}
+    assert set(got) == set(expected) == {"/a", "/b"}
+    for route, point in expected.items():
+        assert got[route].count == point.count
+        assert got[route].sum == pytest.approx(point.sum)
+        assert got[route].min == point.min
+        assert got[route].max == point.max
+        assert list(got[route].bucket_counts) == list(point.bucket_counts)
+        assert list(got[route].explicit_bounds) == list(point.explicit_bounds)
+    provider.shutdown()
+    sdk.shutdown()
+
+
+def test_exemplar_only_for_sampled_spans() -> None:
+    """A sampled span's context becomes the bucket's exemplar; an unsampled one does not."""
+    tracer = TracerProvider().get_tracer("t")
+    hist = FastHistogram("h", "s", "d", BOUNDS)
+    with tracer.start_as_current_span("x") as span:
+        hist.record(0.02, ("a",), {"a": 1}, span.get_span_context())
+    metric = hist.collect(1)
+    assert metric is not None
+    (point,) = metric.data.data_points
+    (exemplar,) = point.exemplars
+    assert exemplar.trace_id == span.get_span_context().trace_id
+    assert exemplar.span_id == span.get_span_context().span_id
+    assert exemplar.value == 0.02
+    unsampled = TracerProvider(sampler=_never()).get_tracer("t").start_span("y")
+    other = FastHistogram("h", "s", "d", BOUNDS)
+    other.record(0.02, ("a",), {"a": 1}, unsampled.get_span_context())
+    metric = other.collect(1)
+    assert metric is not None
+    assert metric.data.data_points[0].exemplars == []
+
+
+def _never() -> Any:
+    from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
+
+    return ALWAYS_OFF
+
+
+def test_series_beyond_the_limit_share_an_overflow_series() -> None:
+    """More than MAX_SERIES attribute sets do not grow memory: the rest go to overflow."""
+    hist = FastHistogram("h", "s", "d", BOUNDS)
+    for i in range(MAX_SERIES + 500):
+        hist.record(0.01, (i,), {"i": i})
+    metric = hist.collect(1)
+    assert metric is not None
+    points: list[Any] = list(metric.data.data_points)
+    assert len(points) == MAX_SERIES + 1
+    overflow = [p for p in points if (p.attributes or {}).get("otel.metric.overflow")]
+    assert overflow[0].count == 500
+
+
+def test_negative_and_nan_values_are_ignored() -> None:
+    """Values a duration or size cannot take are dropped, as the SDK drops them."""
+    hist = FastHistogram("h", "s", "d", BOUNDS)
+    hist.record(-1.0, ("a",), {})
+    hist.record(float("nan"), ("a",), {})
+    assert hist.collect(1) is None
+
+
+def test_delta_reader_falls_back_to_the_sdk() -> None:
+    """A reader asking for delta histograms is not wrapped; recording goes through the SDK."""
+    from opentelemetry.sdk.metrics import Histogram
+
+    reader = InMemoryMetricReader(preferred_temporality={Histogram: AggregationTemporality.DELTA})
+    perf = otelperf.Perf(
+        otelperf.load_config(
+            {
+                "version": 1,
+                "service": {"name": "x"},
+                "telemetry": {"exporter": "none", "set_global": False},
+            }
+        ),
+        metric_readers=[reader],
+    )
+    with perf:
+        telemetry = perf._require()
+        assert telemetry.fast is None
+        recorder = telemetry.histogram(perf.meter, "http.server.request.duration")
+        assert isinstance(recorder, SdkHistogram)
+        recorder.record(0.2, ("k",), {"http.route": "/x"})
+        (point,) = _points(reader, "http.server.request.duration")
+        assert point.count == 1
+
+
+def test_exemplars_can_be_turned_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    """OTEL_METRICS_EXEMPLAR_FILTER=always_off keeps exemplars off the fast path too."""
+    monkeypatch.setenv("OTEL_METRICS_EXEMPLAR_FILTER", "always_off")
+    registry = Registry(InstrumentationScope("otelperf"))
+    hist = registry.histogram("h", "s", "d", BOUNDS)
+    with TracerProvider().get_tracer("t").start_as_current_span("x") as span:
+        hist.record(0.02, ("a",), {"a": 1}, span.get_span_context())
+    (metric,) = registry.metrics()
+    assert metric.data.data_points[0].exemplars == []
+
+
+def test_fast_histograms_join_the_sdk_scope() -> None:
+    """Collected with SDK instruments of the same scope, they land in one ScopeMetrics."""
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader])
+    provider.get_meter("otelperf").create_counter("c").add(1)
+    registry = Registry(InstrumentationScope("otelperf"))
+    attach(reader, registry, Resource.create({}))
+    registry.histogram("h", "s", "d", BOUNDS).record(0.1, ("a",), {"a": 1})
+    data = reader.get_metrics_data()
+    assert data is not None
+    scopes = [sm for rm in data.resource_metrics for sm in rm.scope_metrics]
+    assert len(scopes) == 1
+    assert {m.name for m in scopes[0].metrics} == {"c", "h"}
+    provider.shutdown()
