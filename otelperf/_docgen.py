@@ -14,7 +14,15 @@ def generated() -> dict[str, str]:
     from otelperf import _instruments
     from otelperf.config._docs import render_markdown as render_config
 
-    for module in ("otelperf.http", "otelperf.runtime"):  # they register their instruments
+    components = (
+        "otelperf.http",
+        "otelperf.runtime",
+        "otelperf.batch",
+        "otelperf.profiling",
+        "otelperf.cache",
+        "otelperf.pool",
+    )
+    for module in components:  # they register their instruments
         importlib.import_module(module)
     return {"config.md": render_config(), "metrics.md": _instruments.render_markdown()}
 

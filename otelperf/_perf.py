@@ -5,19 +5,26 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from opentelemetry import metrics as metrics_api
 from opentelemetry import trace as trace_api
 from opentelemetry.sdk.metrics.export import MetricReader
 from opentelemetry.sdk.trace import SpanProcessor
 
+from otelperf._component import ComponentTelemetry
 from otelperf._errors import OtelperfError
 from otelperf._health import Check, Health
+from otelperf._resources import Resources, lookup
 from otelperf._timed import Timed
 from otelperf._version import __version__
 from otelperf.config import Config, ConfigSource, load_config
 from otelperf.telemetry import Telemetry, build_telemetry
+
+if TYPE_CHECKING:
+    from otelperf.batch import Batcher
+    from otelperf.cache import Cache
+    from otelperf.pool import Pool
 
 __all__ = ["Perf", "load"]
 
@@ -61,6 +68,8 @@ class Perf:
         self._runtime: Any = None
         self.health = Health(config.health)
         """Readiness checks; resources register theirs, and so can the application."""
+        self.resources = Resources(config)
+        """The declared pools, caches, batchers and profiling hooks (opened by astart)."""
 
     def __repr__(self) -> str:
         state = "started" if self._telemetry is not None else "not started"
@@ -99,9 +108,19 @@ class Perf:
 
             self._runtime = RuntimeMetrics(runtime, self.meter_provider)
             await self._runtime.start()
+        await self.resources.start(ComponentTelemetry(self.tracer, self.meter), self.health)
 
     def shutdown(self) -> bool:
-        """Flush and close telemetry within ``telemetry.shutdown_timeout``; True if all finished."""
+        """Flush and close telemetry within ``telemetry.shutdown_timeout``; True if all finished.
+
+        Resources opened by :meth:`astart` (pools, caches, batchers) live in an event
+        loop: close them with ``await perf.ashutdown()``, which this refuses to skip.
+        """
+        if self.resources._started:
+            raise OtelperfError(
+                "resources were started by astart() in an event loop; shut down with "
+                "'await perf.ashutdown()' so batchers flush and pools close"
+            )
         self.health.ready = False
         runtime, self._runtime = self._runtime, None
         if runtime is not None:
@@ -113,6 +132,7 @@ class Perf:
     async def ashutdown(self) -> bool:
         """Close resources, then flush telemetry, without blocking the event loop while it waits."""
         self.health.ready = False
+        await self.resources.stop(self.health)
         runtime, self._runtime = self._runtime, None
         if runtime is not None:
             await runtime.stop()
@@ -208,7 +228,24 @@ class Perf:
         """
         from otelperf.http import OtelperfMiddleware
 
+        add_handler = getattr(app, "add_exception_handler", None)
+        handlers = getattr(app, "exception_handlers", None)
+        if self.resources.pools and callable(add_handler) and isinstance(handlers, dict):
+            for kind, handler in self.exception_handlers().items():
+                if kind not in handlers:  # the application's own handler wins
+                    add_handler(kind, handler)
         return OtelperfMiddleware(app, perf=self, manage_lifespan=True)
+
+    def exception_handlers(self) -> dict[Any, Any]:
+        """Starlette/FastAPI ``exception_handlers`` for otelperf errors that carry a status.
+
+        ``perf.wrap(app)`` installs them itself; with ``middleware=[perf.middleware()]``
+        pass ``exception_handlers=perf.exception_handlers()`` so an exhausted pool is
+        answered with its ``exhausted_status`` (503) instead of a 500.
+        """
+        from otelperf.http._errors import exception_handlers
+
+        return exception_handlers()
 
     def middleware(self) -> Any:
         """A Starlette/FastAPI ``Middleware`` entry for this Perf; pair it with :meth:`lifespan`."""
@@ -223,6 +260,38 @@ class Perf:
         from otelperf._lifespan import lifespan_context
 
         return lifespan_context(self, inner)
+
+    # --- resources ---------------------------------------------------------------
+
+    def cache(self, name: str) -> Cache:
+        """The cache ``name`` from ``caches:`` (async get/set/delete, ``_sync`` twins)."""
+        cache: Cache = lookup(self.resources.caches, "caches", name)
+        return cache
+
+    def cached(self, name: str, **options: Any) -> Any:
+        """Decorator caching a function's results in cache ``name``; see ``Cache.cached``.
+
+        Usable at import time: the cache opens with the app's lifespan.
+        """
+        return self.cache(name).cached(**options)
+
+    def pool(self, name: str) -> Pool:
+        """The PostgreSQL pool ``name``: ``async with perf.pool(name).connection() as conn``."""
+        pool: Pool = lookup(self.resources.pools, "pools", name)
+        return pool
+
+    def batcher(self, name: str) -> Batcher:
+        """The batcher ``name`` from ``batchers:``: ``await perf.batcher(n).put(item)``."""
+        batcher: Batcher = lookup(self.resources.batchers, "batchers", name)
+        return batcher
+
+    def profile(self, hook: str) -> Any:
+        """Decorator and context manager profiling under the ``profiling.hooks`` entry ``hook``."""
+        if self.resources.profiling is None:
+            raise OtelperfError(
+                f"no profiling hook named {hook!r}: the config has no profiling.hooks"
+            )
+        return self.resources.profiling.profile(hook)
 
     def add_readiness_check(self, name: str, check: Check) -> None:
         """Make readiness fail while ``check`` (sync or async) returns False, raises or hangs."""

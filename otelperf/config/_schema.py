@@ -274,11 +274,21 @@ class HttpConfig(_Model):
 
 
 class CacheCompression(_Model):
-    algorithm: Literal["zlib", "zstd"] = "zlib"
+    """Compression of values stored in Redis (memory caches keep the objects themselves)."""
+
+    algorithm: Literal["zlib", "zstd"] = Field(
+        "zlib",
+        description="zlib (standard library) or zstd (needs the `compression` extra).",
+    )
     min_size: Size = Field(1024, description="Values smaller than this are stored as they are.")
+    level: int | None = Field(
+        None, ge=-7, le=22, description="Compression level; default: the algorithm's own default."
+    )
 
 
 class CircuitBreaker(_Model):
+    """Skips Redis after repeated failures, then lets one call probe it."""
+
     failures: int = Field(5, ge=1, description="Consecutive failures that open the breaker.")
     cooldown: Duration = Field(
         written("5s"), gt=0, description="How long the backend is skipped once open."
@@ -303,7 +313,17 @@ class _CacheBase(_Model):
         None, description="HMAC-SHA256 key; required by the pickle serializer (secret)."
     )
     compression: CacheCompression | None = None
+    xfetch_beta: float = Field(
+        1.0,
+        gt=0,
+        description="XFetch beta for `stampede: early`: above 1 recomputes earlier, below 1 later.",
+    )
     spans: bool = Field(False, description="Spans even for in-memory hits.")
+    span_threshold: Duration = Field(
+        written("0s"),
+        description="Redis reads and writes that succeed faster than this get no span (their "
+        "metrics are kept); 0s gives each Redis operation under a sampled request a span.",
+    )
     record_keys: bool = Field(
         False, description="Record cache keys on spans (may be personal data)."
     )
@@ -344,7 +364,20 @@ class _RedisOptions(_Model):
     timeout: Duration = Field(
         written("250ms"), gt=0, description="Per-operation deadline; then fail open."
     )
-    connect_timeout: Duration = Field(written("250ms"), gt=0)
+    connect_timeout: Duration = Field(
+        written("250ms"), gt=0, description="Deadline of opening one connection."
+    )
+    lock_ttl: Duration = Field(
+        written("10s"),
+        gt=0,
+        description="`stampede: lock`: longest one caller holds the fleet-wide recompute lock.",
+    )
+    lock_wait: Duration = Field(
+        written("1s"),
+        gt=0,
+        description="`stampede: lock`: how long the other callers wait for the new value "
+        "before calling the origin themselves.",
+    )
     breaker: CircuitBreaker = Field(default_factory=CircuitBreaker)  # type: ignore[arg-type]
 
     @field_validator("url")
@@ -384,26 +417,72 @@ class PoolConfig(_Model):
     conninfo: str = Field(
         min_length=1, description="libpq connection string or URL (secret: password masked)."
     )
-    min_size: int = Field(2, ge=0)
-    max_size: int = Field(10, ge=1)
+    min_size: int = Field(2, ge=0, description="Connections kept open even when idle.")
+    max_size: int = Field(10, ge=1, description="Most connections open at once.")
     timeout: Duration = Field(written("5s"), gt=0, description="Longest a checkout waits.")
     max_waiting: int = Field(
         100, ge=0, description="Callers allowed to queue before failing fast (0: unbounded)."
     )
-    max_lifetime: Duration = Field(written("1h"), gt=0)
-    max_idle: Duration = Field(written("10m"), gt=0)
-    reconnect_timeout: Duration = Field(written("5m"), gt=0)
-    num_workers: int = Field(3, ge=1)
-    check: bool = Field(True, description="Check each connection on checkout.")
-    open: Literal["eager", "lazy"] = Field("eager", description="Open at startup or on first use.")
+    max_lifetime: Duration = Field(
+        written("1h"), gt=0, description="A connection older than this is replaced when returned."
+    )
+    max_idle: Duration = Field(
+        written("10m"), gt=0, description="Connections above min_size idle this long are closed."
+    )
+    reconnect_timeout: Duration = Field(
+        written("5m"),
+        gt=0,
+        description="How long the pool keeps retrying a connection that cannot be made.",
+    )
+    connect_timeout: Duration = Field(
+        written("10s"),
+        ge=2,
+        description="Longest one connection attempt may take (libpq's default waits forever; "
+        "psycopg's 130s).",
+    )
+    num_workers: int = Field(3, ge=1, description="Background tasks that open connections.")
+    check: bool = Field(
+        True,
+        description="Check each connection on checkout: a socket probe (no round trip) every "
+        "time, and a round trip for connections idle longer than `check_idle`; a dead one is "
+        "replaced before the caller sees it.",
+    )
+    check_idle: Duration = Field(
+        written("30s"),
+        ge=0,
+        description="With `check`: idle time after which a checkout also pays a round trip "
+        "(0: every checkout).",
+    )
+    open: Literal["eager", "lazy"] = Field(
+        "eager",
+        description="`eager`: open at startup and wait for min_size connections (startup fails "
+        "if the server cannot be reached within `timeout`); `lazy`: open on first use.",
+    )
     settings: dict[str, str | int | float | bool] = Field(
         default_factory=dict,
         description="Session settings, e.g. statement_timeout, application_name.",
     )
-    record_statements: bool = Field(False, description="Sanitized query text on spans.")
+    record_statements: bool = Field(
+        False, description="Sanitized query text (every literal replaced by `?`) on spans."
+    )
     exhausted_status: int | None = Field(
         None, ge=500, le=599, description="HTTP status for a request that found the pool exhausted."
     )
+
+    @field_validator("settings")
+    @classmethod
+    def _setting_names(
+        cls, value: dict[str, str | int | float | bool]
+    ) -> dict[str, str | int | float | bool]:
+        for key in value:
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?", key):
+                raise PydanticCustomError(
+                    "setting",
+                    "invalid setting name {found}; expected a PostgreSQL parameter name such as "
+                    "statement_timeout or myapp.tenant",
+                    {"found": repr(key)},
+                )
+        return value
 
     @model_validator(mode="after")
     def _sizes(self) -> PoolConfig:
@@ -436,12 +515,24 @@ class CallableSink(_Model):
 
 class PostgresSink(_Model):
     pool: str = Field(description="Name of a declared pool.")
-    table: str
-    columns: list[str] = Field(min_length=1)
+    table: str = Field(
+        min_length=1,
+        description="Table each batch is COPYed into, optionally schema-qualified "
+        "(`audit.events`); names are quoted as written.",
+    )
+    columns: list[str] = Field(
+        min_length=1,
+        description="Columns, in the order of each item's values: items are tuples or lists "
+        "in this order, or mappings keyed by these names.",
+    )
 
 
 class JsonlSink(_Model):
-    path: str
+    path: str = Field(
+        min_length=1,
+        description="File each item is appended to as one JSON line (relative to the working "
+        "directory).",
+    )
 
 
 class SinkConfig(_Model):
@@ -464,31 +555,65 @@ class SinkConfig(_Model):
 
 
 class RetryPolicy(_Model):
-    attempts: int = Field(5, ge=1)
-    backoff: Duration = Field(written("100ms"), ge=0)
-    max_backoff: Duration = Field(written("10s"), ge=0)
-    jitter: bool = True
+    attempts: int = Field(5, ge=1, description="Tries per batch, the first included.")
+    backoff: Duration = Field(
+        written("100ms"), ge=0, description="Wait before the first retry; doubles each retry."
+    )
+    max_backoff: Duration = Field(written("10s"), ge=0, description="Longest wait between tries.")
+    jitter: bool = Field(True, description="Wait a random half to all of each delay.")
 
 
 class DeadLetter(_Model):
-    path: str = Field(description="JSON-lines file receiving items that could not be written.")
+    path: str = Field(
+        min_length=1,
+        description="JSON-lines file receiving items that could not be written, one line each "
+        "with the error (relative to the working directory).",
+    )
 
 
 class BatcherConfig(_Model):
     """Groups writes and flushes them by size or age."""
 
-    max_size: int = Field(500, ge=1)
-    max_wait: Duration = Field(written("2s"), gt=0)
-    max_queue: int = Field(100_000, ge=1)
-    on_full: Literal["block", "drop_oldest", "drop_newest", "raise"] = "block"
+    max_size: int = Field(500, ge=1, description="Items per batch: a full batch flushes at once.")
+    max_wait: Duration = Field(
+        written("2s"), gt=0, description="A batch flushes when its oldest item waited this long."
+    )
+    max_queue: int = Field(
+        100_000, ge=1, description="Most items held, queued or being written; then `on_full`."
+    )
+    on_full: Literal["block", "drop_oldest", "drop_newest", "raise"] = Field(
+        "block",
+        description="When full, `put` waits (up to `block_timeout`, then raises), evicts the "
+        "oldest queued item, drops the new one, or raises. Every drop is counted.",
+    )
     block_timeout: Duration = Field(
         written("5s"), gt=0, description="Longest `put` blocks when full."
     )
     concurrency: int = Field(1, ge=1, description="Flushes in flight (1 keeps order).")
     sink: SinkConfig
     retry: RetryPolicy = Field(default_factory=RetryPolicy)  # type: ignore[arg-type]
-    dead_letter: DeadLetter | None = None
-    shutdown_deadline: Duration = Field(written("10s"), gt=0)
+    dead_letter: DeadLetter | None = Field(
+        None,
+        description="Where items that cannot be written go; without it they are logged and "
+        "counted as dropped (reason undeliverable).",
+    )
+    shutdown_deadline: Duration = Field(
+        written("10s"),
+        gt=0,
+        description="Longest the shutdown drains; what is not written by then is dead-lettered.",
+    )
+    write_timeout: Duration | None = Field(
+        written("30s"),
+        gt=0,
+        description="Longest one write of a batch may take before it counts as a failed "
+        "attempt (null: unbounded). Not applied to sync callables, which run in a thread.",
+    )
+    max_links: int = Field(
+        32,
+        ge=0,
+        description="Most links from a flush span to the sampled spans that enqueued its items, "
+        "looked up on items spread through the batch (every item of a small one).",
+    )
 
     @model_validator(mode="after")
     def _queue_holds_a_batch(self) -> BatcherConfig:
@@ -504,42 +629,184 @@ class BatcherConfig(_Model):
 # --- profiling, runtime, health ----------------------------------------------
 
 
-class ProfilingHook(_Model):
-    """Selects requests (by route glob) or a function (`module:qualname`) to profile."""
+_HEADER_NAME = re.compile(r"^[a-z0-9!#$%&'*+.^_`|~-]+$")
+ON_DEMAND_HOOK = "on_demand"
+"""The hook name on-demand profiles are reported and stored under (reserved)."""
 
-    name: str | None = None
-    route: str | None = None
-    function: str | None = None
-    sample_rate: Ratio = Field(written("100%"))
-    min_duration: Duration = Field(written("0s"))
-    engine: Literal["pyinstrument", "cprofile"] = "pyinstrument"
+
+class ProfilingHook(_Model):
+    """Selects requests (by route glob) or a function (`module:qualname`) to profile.
+
+    A hook with only a `name` is used from code, with `@perf.profile(name)`.
+    """
+
+    name: str | None = Field(
+        None,
+        description="Names the hook in metrics, profile files and `perf.profile(name)`; "
+        "default: the route or function.",
+    )
+    route: str | None = Field(
+        None,
+        description="Glob over route templates (`/reports/*`, `/items/{item_id}`); `*` also "
+        "matches `/`. Requests with no route (404s) are never selected.",
+    )
+    function: str | None = Field(
+        None,
+        description="`module:qualname` of a function (or `Class.method`) wrapped at startup; "
+        "callers holding a reference taken before startup are not profiled.",
+    )
+    sample_rate: Ratio = Field(written("100%"), description="Share of selected calls profiled.")
+    min_duration: Duration = Field(
+        written("0s"), description="A profile is kept only when the call took at least this long."
+    )
+    engine: Literal["pyinstrument", "cprofile"] = Field(
+        "pyinstrument",
+        description="`pyinstrument`: statistical and async-aware, profiles each request on its "
+        "own. `cprofile`: deterministic, for sync functions; one profile at a time per "
+        "process, a call overlapping it is skipped.",
+    )
     keep: int = Field(20, ge=1, description="Profiles kept for this hook.")
+
+    @field_validator("name")
+    @classmethod
+    def _valid_name(cls, value: str | None) -> str | None:
+        if value is not None and not _NAME.fullmatch(value):
+            raise PydanticCustomError(
+                "hook_name",
+                "invalid hook name; use letters, digits, '_', '-' or '.', starting with a "
+                "letter or '_'",
+            )
+        if value == ON_DEMAND_HOOK:
+            raise PydanticCustomError(
+                "hook_name", "hook name 'on_demand' is reserved for on-demand profiles"
+            )
+        return value
+
+    @field_validator("route")
+    @classmethod
+    def _route_glob(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("/", "*")):
+            raise PydanticCustomError(
+                "route",
+                "invalid route glob; expected a glob over route templates starting with "
+                "'/' or '*', e.g. '/reports/*'",
+            )
+        return value
+
+    @field_validator("function")
+    @classmethod
+    def _function_path(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*", value):
+            raise PydanticCustomError(
+                "import_path",
+                "invalid function {found}; expected 'package.module:qualname'",
+                {"found": repr(value)},
+            )
+        return value
 
     @model_validator(mode="after")
     def _one_target(self) -> ProfilingHook:
-        if (self.route is None) == (self.function is None):
+        if self.route is not None and self.function is not None:
             raise PydanticCustomError(
                 "hook", "a profiling hook needs exactly one of route or function"
             )
+        if self.route is None and self.function is None and self.name is None:
+            raise PydanticCustomError(
+                "hook",
+                "a profiling hook needs a route, a function, or a name (used with "
+                "perf.profile(name))",
+            )
         return self
+
+    @property
+    def label(self) -> str:
+        """The hook's name in metrics and profiles: ``name``, else the route or function."""
+        return self.name or self.route or self.function or ""
 
 
 class OnDemandProfiling(_Model):
-    header: str = "x-otelperf-profile"
+    """Profile any request that carries `header` with the right token, whatever the sampling."""
+
+    header: str = Field(
+        "x-otelperf-profile",
+        description="Request header carrying the token (also guards the endpoint).",
+    )
     token: str = Field(min_length=16, description="Shared secret; at least 16 characters.")
+    keep: int = Field(20, ge=1, description="On-demand profiles kept.")
+
+    @field_validator("header")
+    @classmethod
+    def _header_name(cls, value: str) -> str:
+        value = value.lower()
+        if not _HEADER_NAME.fullmatch(value):
+            raise PydanticCustomError(
+                "header",
+                "invalid header name; expected an HTTP header name such as x-otelperf-profile",
+            )
+        return value
 
 
 class ProfileEndpoint(_Model):
-    enabled: bool = False
-    path: str = "/_otelperf/profiles"
+    """Lists and serves kept profiles to requests carrying the on-demand token."""
+
+    enabled: bool = Field(False, description="Off by default; needs `on_demand.token`.")
+    path: str = Field("/_otelperf/profiles", description="Path of the list; files below it.")
+
+    @field_validator("path")
+    @classmethod
+    def _absolute(cls, value: str) -> str:
+        if not re.fullmatch(r"(/[A-Za-z0-9._~-]+)+", value):
+            raise PydanticCustomError(
+                "path",
+                "invalid endpoint path; expected an absolute path such as /_otelperf/profiles",
+            )
+        return value
 
 
 class ProfilingConfig(_Model):
-    output_dir: str = "./profiles"
-    max_total_size: Size = Field(written("100MiB"))
-    hooks: list[ProfilingHook] = Field(default_factory=list)
-    on_demand: OnDemandProfiling | None = None
-    endpoint: ProfileEndpoint = Field(default_factory=ProfileEndpoint)
+    """Profiling hooks, on-demand profiling and where profiles are kept."""
+
+    output_dir: str = Field(
+        "./profiles", description="Directory profiles are written to (created at startup)."
+    )
+    max_total_size: Size = Field(
+        written("100MiB"),
+        description="Oldest profiles are deleted beyond this total (the newest is always kept).",
+    )
+    interval: Duration = Field(
+        written("1ms"), gt=0, description="pyinstrument's sampling interval."
+    )
+    top_frames: int = Field(
+        5, ge=1, le=50, description="Frames listed by own time in the span event."
+    )
+    app_packages: list[str] = Field(
+        default_factory=list,
+        description="Packages (import names) counted as your code in the top frames even when "
+        "installed in site-packages; code outside the Python installation always is.",
+    )
+
+    @field_validator("app_packages")
+    @classmethod
+    def _package_names(cls, value: list[str]) -> list[str]:
+        for name in value:
+            if not re.fullmatch(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*", name):
+                raise PydanticCustomError(
+                    "import_path",
+                    "invalid package name {found}; expected an import name such as 'shop'",
+                    {"found": repr(name)},
+                )
+        return value
+
+    hooks: list[ProfilingHook] = Field(
+        default_factory=list, description="Checked in order: the first whose target matches wins."
+    )
+    on_demand: OnDemandProfiling | None = Field(
+        None, description="Profiling of requests that carry a token; off when unset."
+    )
+    endpoint: ProfileEndpoint = Field(
+        default_factory=ProfileEndpoint,  # type: ignore[arg-type]
+        description="The endpoint listing and serving profiles (off by default).",
+    )
 
     @model_validator(mode="after")
     def _endpoint_needs_token(self) -> ProfilingConfig:
@@ -547,6 +814,15 @@ class ProfilingConfig(_Model):
             raise PydanticCustomError(
                 "endpoint", "endpoint.enabled needs on_demand.token, which guards the endpoint"
             )
+        seen: set[str] = set()
+        for hook in self.hooks:
+            if hook.label in seen:
+                raise PydanticCustomError(
+                    "hook",
+                    "two profiling hooks are named {name}; give one a different name",
+                    {"name": repr(hook.label)},
+                )
+            seen.add(hook.label)
         return self
 
 

@@ -38,6 +38,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from otelperf import _instruments
 from otelperf._redact import SENSITIVE_HEADERS
+from otelperf.http._errors import ERROR_TYPE_KEY, response_for
 from otelperf.http._routes import RouteTable, find_routes_owner
 
 if TYPE_CHECKING:
@@ -177,6 +178,13 @@ class OtelperfMiddleware:
         self._availability = slo is not None and slo.availability is not None
         self._routes = RouteTable(find_routes_owner(app))
         self._bound: _Bound | None = None
+        profiling = perf.resources.profiling
+        self._profiling = (
+            profiling if profiling is not None and profiling.selects_requests else None
+        )
+        self._profile_endpoint = (
+            profiling if profiling is not None and profiling.endpoint_enabled else None
+        )
         self._propagator_fields: frozenset[bytes] = frozenset()
         if config.compression is not None and config.compression.enabled:
             from otelperf.http._compression import CompressionMiddleware
@@ -211,6 +219,13 @@ class OtelperfMiddleware:
             path = scope["path"]
             if path in self._health_paths:
                 await self.perf.health.handle(scope, receive, send)
+                return
+            endpoint = self._profile_endpoint
+            if (
+                endpoint is not None
+                and endpoint.serves(scope)
+                and await endpoint.handle_endpoint(scope, receive, send)
+            ):
                 return
             if self._excluded(path):
                 await self._inner(scope, receive, send)
@@ -305,6 +320,8 @@ class OtelperfMiddleware:
         active_key = (method, scheme)
         active = bound.active
         active[active_key] = active.get(active_key, 0) + 1
+        profiling = self._profiling
+        session = profiling.begin(scope) if profiling is not None else None
 
         status = 0
         response_size = 0
@@ -322,6 +339,8 @@ class OtelperfMiddleware:
                     return
             elif kind == "http.response.start":
                 status = message["status"]
+                if session is not None and profiling is not None:
+                    message = profiling.response_start(session, message)
                 if capture_response:
                     headers = [(bytes(k).lower(), bytes(v)) for k, v in message.get("headers", ())]
                     attrs: dict[str, Any] = {}
@@ -335,10 +354,13 @@ class OtelperfMiddleware:
             await self._inner(scope, receive, send_wrapper)
         except BaseException as exc:
             error_type = type(exc).__qualname__
-            if status == 0:
-                status = 500
             span.record_exception(exc)
-            raise
+            answer = response_for(exc) if status == 0 else None
+            if answer is None:
+                if status == 0:
+                    status = 500
+                raise
+            await answer(scope, receive, send_wrapper)  # e.g. 503 for an exhausted pool
         finally:
             if ended is None:
                 ended = time.perf_counter()
@@ -358,7 +380,7 @@ class OtelperfMiddleware:
                 attrs[HTTP_ROUTE] = route
                 span.update_name(f"{method if method != '_OTHER' else 'HTTP'} {route}")
             if error_type is None and status >= 500:
-                error_type = str(status)
+                error_type = scope.get(ERROR_TYPE_KEY) or str(status)
             if error_type is not None:
                 attrs[ERROR_TYPE] = error_type
             if span.is_recording():
@@ -379,6 +401,10 @@ class OtelperfMiddleware:
                 bound.request_size.record(request_size, key, attrs, span_context)
             if self._latency_threshold is not None or self._availability:
                 self._judge(bound, route, status, duration)
+            if session is not None and profiling is not None:
+                profiling.end(
+                    session, span=span, route=route, duration=duration, status=status, method=method
+                )
             span.end(start_ns + int(duration * 1e9))
             context_api.detach(token)
 

@@ -1,0 +1,237 @@
+"""Query telemetry: one client span and one ``db.client.operation.duration`` point per
+operation (execute, executemany, stream, COPY), shared by the async and sync cursors.
+
+What a query text implies for telemetry (span name, operation, summary, sanitized
+text, attribute dicts) is computed once per distinct text and cached, so an operation
+costs a dict lookup, a span and a histogram point. Span and metric attributes follow
+the stable database semantic conventions.
+
+Nothing secret leaves here: the query text is recorded only when the pool's
+``record_statements`` asks, and then sanitized (every literal replaced by ``?``);
+parameters are never recorded; a failure is described by its SQLSTATE or exception
+class, never by its message (PostgreSQL messages quote values: ``Key (email)=(...)``).
+"""
+
+from __future__ import annotations
+
+import logging
+from time import perf_counter
+from typing import Any
+
+from opentelemetry.metrics import Meter
+from opentelemetry.semconv.attributes.db_attributes import (
+    DB_NAMESPACE,
+    DB_OPERATION_BATCH_SIZE,
+    DB_OPERATION_NAME,
+    DB_QUERY_SUMMARY,
+    DB_QUERY_TEXT,
+    DB_RESPONSE_STATUS_CODE,
+    DB_SYSTEM_NAME,
+)
+from opentelemetry.semconv.attributes.error_attributes import ERROR_TYPE
+from opentelemetry.semconv.attributes.server_attributes import SERVER_ADDRESS, SERVER_PORT
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
+
+from otelperf import _instruments
+from otelperf.pool._config import Target
+from otelperf.pool._metrics import OPERATION_DURATION
+from otelperf.pool._sql import QueryShape, analyze
+
+__all__ = ["Operation", "QueryTelemetry"]
+
+_log = logging.getLogger("otelperf.pool")
+
+SYSTEM = "postgresql"
+CACHE_SIZE = 2048
+"""Distinct query texts remembered; the cache starts over when full."""
+
+Operation = tuple[Span, "_Shape", float]
+"""What :meth:`QueryTelemetry.begin` hands to ``end``/``fail``: span, shape, start."""
+
+
+class _Shape:
+    """Span name and attribute dicts for one query text (and its failures)."""
+
+    __slots__ = ("errors", "metric_attributes", "name", "operation", "span_attributes", "summary")
+
+    def __init__(
+        self,
+        name: str,
+        operation: str | None,
+        summary: str | None,
+        span_attributes: dict[str, Any],
+        metric_attributes: dict[str, Any],
+    ) -> None:
+        self.name = name
+        self.operation = operation
+        self.summary = summary
+        self.span_attributes = span_attributes
+        self.metric_attributes = metric_attributes
+        self.errors: dict[str, dict[str, Any]] = {}
+
+    def error_attributes(self, error_type: str, status: str | None) -> dict[str, Any]:
+        attributes = self.errors.get(error_type)
+        if attributes is None:
+            attributes = {**self.metric_attributes, ERROR_TYPE: error_type}
+            if status is not None:
+                attributes[DB_RESPONSE_STATUS_CODE] = status
+            if len(self.errors) < 64:  # error types are few; never let them grow unbounded
+                self.errors[error_type] = attributes
+        return attributes
+
+
+class QueryTelemetry:
+    """Spans and duration points for the queries of one pool's connections."""
+
+    def __init__(
+        self, tracer: Tracer, meter: Meter, target: Target, *, record_statements: bool
+    ) -> None:
+        self._tracer = tracer
+        self._duration = _instruments.create(meter, OPERATION_DURATION)
+        self._record_statements = record_statements
+        base: dict[str, Any] = {DB_SYSTEM_NAME: SYSTEM}
+        if target.dbname:
+            base[DB_NAMESPACE] = target.dbname
+        if target.host:
+            base[SERVER_ADDRESS] = target.host
+            if target.port is not None:
+                base[SERVER_PORT] = target.port
+        self._base = base
+        self._fallback_name = target.dbname or SYSTEM
+        self._shapes: dict[object, _Shape] = {}
+        self._unknown = self._make(QueryShape(None, None, ""), record_text=False)
+        self.errors = 0
+        """Telemetry failures (logged once each kind); the queries themselves went on."""
+        self._logged: set[str] = set()
+
+    # --- the hot path ---------------------------------------------------------
+
+    def begin(self, query: object, context: Any = None) -> Operation | None:
+        """Start the span of one operation on ``query``; None if telemetry failed."""
+        try:
+            try:
+                shape = self._shapes[query]
+            except (KeyError, TypeError):  # new text, or an unhashable sql.Composed
+                shape = self._shape(query, context)
+            span = self._tracer.start_span(
+                shape.name, kind=SpanKind.CLIENT, attributes=shape.span_attributes
+            )
+            return (span, shape, perf_counter())
+        except Exception:
+            self._failed("begin")
+            return None
+
+    def begin_batch(self, query: object, size: int | None, context: Any = None) -> Operation | None:
+        """Start the span of an ``executemany`` of ``size`` parameter sets (None: unknown)."""
+        try:
+            try:
+                shape = self._shapes[query]
+            except (KeyError, TypeError):
+                shape = self._shape(query, context)
+            if size is None or size != 1:  # one parameter set is not a batch
+                shape = self._batch(shape, size)
+            span = self._tracer.start_span(
+                shape.name, kind=SpanKind.CLIENT, attributes=shape.span_attributes
+            )
+            if size is not None and size != 1:
+                span.set_attribute(DB_OPERATION_BATCH_SIZE, size)
+            return (span, shape, perf_counter())
+        except Exception:
+            self._failed("begin")
+            return None
+
+    def end(self, operation: Operation | None) -> None:
+        """The operation succeeded."""
+        if operation is None:
+            return
+        span, shape, started = operation
+        elapsed = perf_counter() - started
+        try:
+            span.end()
+            self._duration.record(elapsed, shape.metric_attributes)
+        except Exception:
+            self._failed("end")
+
+    def fail(self, operation: Operation | None, error: BaseException) -> None:
+        """The operation raised ``error``."""
+        if operation is None:
+            return
+        span, shape, started = operation
+        elapsed = perf_counter() - started
+        try:
+            status = getattr(error, "sqlstate", None)
+            status = status if isinstance(status, str) and status else None
+            if status is not None:
+                error_type = status
+            else:
+                cls = type(error)
+                module = cls.__module__
+                error_type = (
+                    cls.__qualname__ if module == "builtins" else f"{module}.{cls.__qualname__}"
+                )
+            span.set_attribute(ERROR_TYPE, error_type)
+            if status is not None:
+                span.set_attribute(DB_RESPONSE_STATUS_CODE, status)
+            span.set_status(Status(StatusCode.ERROR, error_type))
+            span.end()
+            self._duration.record(elapsed, shape.error_attributes(error_type, status))
+        except Exception:
+            self._failed("fail")
+
+    # --- shapes -----------------------------------------------------------------
+
+    def _shape(self, query: object, context: Any) -> _Shape:
+        text = _text(query, context)
+        if text is None:
+            return self._unknown
+        shape = self._make(analyze(text), record_text=self._record_statements)
+        if isinstance(query, (str, bytes)):
+            if len(self._shapes) >= CACHE_SIZE:
+                self._shapes = {}  # ad-hoc texts with inline values; start over
+            self._shapes[query] = shape
+        return shape
+
+    def _make(self, parsed: QueryShape, *, record_text: bool) -> _Shape:
+        span_attributes = dict(self._base)
+        metric_attributes = dict(self._base)
+        if parsed.operation is not None:
+            span_attributes[DB_OPERATION_NAME] = parsed.operation
+            metric_attributes[DB_OPERATION_NAME] = parsed.operation
+        if parsed.summary is not None:
+            span_attributes[DB_QUERY_SUMMARY] = parsed.summary
+        if record_text and parsed.sanitized:
+            span_attributes[DB_QUERY_TEXT] = parsed.sanitized
+        name = parsed.summary or parsed.operation or self._fallback_name
+        return _Shape(name, parsed.operation, parsed.summary, span_attributes, metric_attributes)
+
+    def _batch(self, shape: _Shape, size: int | None) -> _Shape:
+        operation = f"BATCH {shape.operation}" if shape.operation else "BATCH"
+        summary = f"BATCH {shape.summary}" if shape.summary else None
+        span_attributes = {**shape.span_attributes, DB_OPERATION_NAME: operation}
+        if summary is not None:
+            span_attributes[DB_QUERY_SUMMARY] = summary
+        metric_attributes = {**shape.metric_attributes, DB_OPERATION_NAME: operation}
+        return _Shape(summary or operation, operation, summary, span_attributes, metric_attributes)
+
+    def _failed(self, where: str) -> None:
+        self.errors += 1
+        if where not in self._logged:
+            self._logged.add(where)
+            _log.warning(
+                "query telemetry failed in %s; the query itself went on", where, exc_info=True
+            )
+
+
+def _text(query: object, context: Any) -> str | None:
+    if isinstance(query, str):
+        return query
+    if isinstance(query, bytes):
+        return query.decode("utf-8", "replace")
+    as_string = getattr(query, "as_string", None)  # psycopg.sql.Composable
+    if as_string is not None:
+        try:
+            text = as_string(context)
+        except Exception:
+            return None
+        return text if isinstance(text, str) else None
+    return None
