@@ -28,7 +28,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 import otelperf  # noqa: E402
-from examples.shop_app import app as shop_app  # noqa: E402
+from examples.shop_app import create_app  # noqa: E402
 from otelperf.testing import asgi_lifespan, asgi_request  # noqa: E402
 
 Scope = MutableMapping[str, Any]
@@ -128,7 +128,9 @@ def _pct(values: list[float], q: float) -> float:
 
 def report(summary: dict[str, Any], path: Path, elapsed: float, requests: int) -> None:
     resource = summary["resource"]
-    print(f"otelperf demo: {requests} requests in {elapsed:.2f}s through perf.wrap(shop_app)")
+    print(
+        f"otelperf demo: {requests} requests in {elapsed:.2f}s through perf.wrap(create_app(perf))"
+    )
     print(
         f"service: {resource.get('service.name')} {resource.get('service.version', '')} "
         f"({resource.get('deployment.environment.name', '-')}), pid {resource.get('process.pid')}"
@@ -170,9 +172,26 @@ def report(summary: dict[str, Any], path: Path, elapsed: float, requests: int) -
     print(f"full telemetry ({summary['lines']} OTLP JSON lines): {path.resolve()}")
 
 
+def resources(perf: otelperf.Perf) -> None:
+    """What the declared cache and batcher did during the run."""
+    for name, cache in perf.resources.caches.items():
+        stats = cache.stats()
+        lookups = stats["hits"] + stats["misses"]
+        ratio = stats["hits"] / lookups if lookups else 0.0
+        print(f"cache {name}: {stats['hits']} hits / {lookups} lookups ({ratio:.0%} hit ratio)")
+    for name, batcher in perf.resources.batchers.items():
+        counts = batcher.stats()
+        sink = perf.config.batchers[name].sink.jsonl
+        where = f" to {Path(sink.path).resolve()}" if sink is not None else ""
+        print(
+            f"batcher {name}: {counts.produced} events, {counts.written} written{where}, "
+            f"{counts.dead_lettered} dead-lettered, {counts.dropped} dropped"
+        )
+
+
 async def run(perf: otelperf.Perf, requests: int, concurrency: int) -> float:
     """Serve the wrapped shop through its lifespan and drive it; return the elapsed seconds."""
-    app = perf.wrap(shop_app)
+    app = perf.wrap(create_app(perf))
     started = time.perf_counter()
     async with asgi_lifespan(app):
         await drive(perf, app, requests, concurrency)
@@ -199,6 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     random.seed(args.seed)
     elapsed = asyncio.run(run(perf, args.requests, args.concurrency))
     report(summarize(path), path, elapsed, args.requests)
+    resources(perf)
     return 0
 
 

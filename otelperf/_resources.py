@@ -112,6 +112,11 @@ class Resources:
             except Exception as exc:
                 ok, detail = False, redact_text(f"{type(exc).__name__}: {exc}")
             results.append((label, ok, detail, time.perf_counter() - started))
+            if all(component is not c for _, c in self._started):
+                try:  # release what the ping opened
+                    await component.stop()
+                except Exception as exc:
+                    _log.debug("closing %s after ping: %s", label, redact_text(repr(exc)))
         return results
 
 

@@ -63,7 +63,30 @@ def _check(args: argparse.Namespace) -> int:
     else:
         print(f"# {args.config}: valid (secrets masked)")
         print(yaml.safe_dump(data, sort_keys=False, default_flow_style=False).rstrip())
+    if args.connect:
+        return _connect(config, args.config, args.timeout)
     return 0
+
+
+def _connect(config: Config, source: str, timeout: float) -> int:
+    """Reach every declared Redis and PostgreSQL once; 0 when all answered."""
+    import asyncio
+
+    from otelperf._perf import Perf
+
+    perf = Perf(config, source=source)
+    results = asyncio.run(perf.resources.ping_all(timeout))
+    if not results:
+        print("# --connect: the config declares nothing to connect to", file=sys.stderr)
+        return 0
+    failed = 0
+    for label, ok, detail, seconds in results:
+        stream = sys.stdout if ok else sys.stderr
+        print(f"{label}: {detail} ({seconds * 1000:.1f} ms)", file=stream)
+        failed += not ok
+    if failed:
+        print(f"{failed} of {len(results)} unreachable", file=sys.stderr)
+    return 1 if failed else 0
 
 
 def _schema(args: argparse.Namespace) -> int:
@@ -90,6 +113,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     check.add_argument("config", help="path to an otelperf YAML file")
     check.add_argument("--format", choices=["yaml", "json"], default="yaml", help="output format")
+    check.add_argument(
+        "--connect",
+        action="store_true",
+        help="also reach each declared cache (Redis PING) and pool (SELECT 1); exit 1 on failure",
+    )
+    check.add_argument(
+        "--timeout", type=float, default=3.0, help="seconds to wait for each --connect check"
+    )
     check.set_defaults(run=_check)
 
     schema_cmd = commands.add_parser(

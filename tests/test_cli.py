@@ -356,3 +356,51 @@ def test_no_command_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None
         main([])
     assert info.value.code == 2
     assert "usage: otelperf" in capsys.readouterr().err
+
+
+def _connect_config(tmp_path: Path, redis_url: str, postgres_dsn: str, *, broken: bool) -> Path:
+    from urllib.parse import urlsplit
+
+    pg = urlsplit(postgres_dsn)
+    redis = urlsplit(redis_url)
+    lines = [
+        "version: 1",
+        "service: {name: connect-test}",
+        "caches:",
+        f'  hot: {{backend: redis, url: "redis://:CANARY-pw-99@{redis.hostname}:{redis.port}/0"}}',
+        "  local: {backend: memory}",
+        "pools:",
+        f'  main: {{conninfo: "postgresql://{pg.username}:CANARY-pw-99@{pg.hostname}:{pg.port}'
+        f'{pg.path}"}}',
+    ]
+    if broken:
+        lines.append(
+            '  gone: {conninfo: "postgresql://app:CANARY-pw-99@127.0.0.1:1/x", timeout: 1s}'
+        )
+    path = tmp_path / "connect.yaml"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def test_check_connect_reaches_real_services(
+    tmp_path: Path, redis_url: str, postgres_dsn: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """check --connect pings Redis and PostgreSQL for real and exits 0 when all answer."""
+    path = _connect_config(tmp_path, redis_url, postgres_dsn, broken=False)
+    assert main(["check", str(path), "--connect"]) == 0
+    out = capsys.readouterr()
+    assert "caches.hot: ok" in out.out
+    assert "pools.main: ok" in out.out
+    assert "CANARY-pw-99" not in out.out + out.err
+
+
+def test_check_connect_fails_on_an_unreachable_pool(
+    tmp_path: Path, redis_url: str, postgres_dsn: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An unreachable server makes check --connect exit 1, naming it without its password."""
+    path = _connect_config(tmp_path, redis_url, postgres_dsn, broken=True)
+    assert main(["check", str(path), "--connect", "--timeout", "3"]) == 1
+    out = capsys.readouterr()
+    assert "pools.gone:" in out.err
+    assert "1 of 4 unreachable" in out.err
+    assert "CANARY-pw-99" not in out.out + out.err

@@ -16,7 +16,12 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_demo_runs_and_summarizes_recorded_telemetry(tmp_path: Path) -> None:
     """examples/demo.py drives requests, writes OTLP JSON lines and prints per-route figures."""
     out_file = tmp_path / "telemetry.jsonl"
-    env = {**os.environ, "OTELPERF_TELEMETRY_FILE": str(out_file)}
+    events_file = tmp_path / "events.jsonl"
+    env = {
+        **os.environ,
+        "OTELPERF_TELEMETRY_FILE": str(out_file),
+        "OTELPERF_EVENTS_FILE": str(events_file),
+    }
     env.pop("OTEL_SDK_DISABLED", None)
     result = subprocess.run(
         [sys.executable, str(ROOT / "examples" / "demo.py"), "--requests", "120"],
@@ -32,6 +37,15 @@ def test_demo_runs_and_summarizes_recorded_telemetry(tmp_path: Path) -> None:
     assert "GET /api/products/{product_id}" in result.stdout
     assert "event-loop lag:" in result.stdout
     assert "SLO availability:" in result.stdout
+    assert "cache products:" in result.stdout
+    checkouts = sum(
+        1 for line in result.stdout.splitlines() if line.startswith("POST /api/checkout")
+    )
+    assert checkouts == 1
+    events = [json.loads(line) for line in events_file.read_text().splitlines()]
+    assert events
+    assert all(e["kind"] == "checkout" for e in events)
+    assert f"batcher events: {len(events)} events, {len(events)} written" in result.stdout
     assert str(out_file) in result.stdout
     client: dict[str, str] = {}
     server: list[dict[str, object]] = []

@@ -89,8 +89,8 @@ class Batcher:
     per ``retry`` (a :class:`Backoff`); a batch the sink refuses because of its data
     is split until the poison item is alone. ``write_timeout`` bounds one write of
     a batch (None: unbounded). ``max_links`` caps the links from a flush span to the
-    sampled spans that enqueued its items (looked up on items spread through the
-    batch, every item of a batch up to twice ``max_links``).
+    sampled spans that enqueued its items (looked up on ``max_links`` items spread
+    evenly through the batch).
     """
 
     def __init__(

@@ -117,9 +117,9 @@ class BatchQueue:
         self.max_queue = max_queue
         self.on_full: OnFull = on_full
         self.max_links = max_links
-        # The enqueuing span is looked up for items spread through each batch (every item
-        # in small batches), not for all of them: the lookup costs more than the append.
-        self.link_every = max(1, max_size // (2 * max_links)) if max_links else 0
+        # The enqueuing span is looked up for max_links items spread evenly through each
+        # batch, not for all of them: the lookup costs more than the rest of a put.
+        self.link_every = max(1, max_size // max_links) if max_links else 0
         self.capture_link = capture_link
         self.lock = threading.Lock()
         self.space = threading.Condition(self.lock)

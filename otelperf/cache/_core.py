@@ -131,6 +131,8 @@ class CacheCore:
     async def stop(self) -> None:
         """Finish background refreshes, flush telemetry, close connections. Idempotent."""
         if not self._started:
+            if self._redis is not None:  # a ping() before start may have connected
+                await self._redis.close()
             return
         self._started = False
         self._stopped = True

@@ -612,7 +612,7 @@ class BatcherConfig(_Model):
         32,
         ge=0,
         description="Most links from a flush span to the sampled spans that enqueued its items, "
-        "looked up on items spread through the batch (every item of a small one).",
+        "looked up on that many items spread evenly through the batch.",
     )
 
     @model_validator(mode="after")

@@ -500,30 +500,33 @@ def test_readiness(telemetry: ComponentTelemetry) -> None:
 def test_flush_span_links_to_enqueuing_spans(
     telemetry: ComponentTelemetry, captured: CapturedTelemetry
 ) -> None:
-    """The flush span is a root span linked to the spans that put its first items, each once,
-    at most max_links of them."""
+    """The flush span is a root span linked to the spans that put its items, looked up on
+    items spread through the batch, each span once, at most max_links of them."""
     tracer = captured.perf.tracer
 
     async def main() -> None:
-        batcher = Batcher("events", ListSink(), max_size=20, max_links=4, max_wait=FOREVER)
+        batcher = Batcher("events", ListSink(), max_size=12, max_links=3, max_wait=FOREVER)
         await batcher.start(telemetry)
-        for request in range(6):
-            with tracer.start_as_current_span(f"request {request}"):
-                for i in range(3):
-                    await batcher.put((request, i))
+        with tracer.start_as_current_span("parent of the puts"):
+            for request in range(6):
+                with tracer.start_as_current_span(f"request {request}"):
+                    for i in range(2):
+                        await batcher.put((request, i))
         await batcher.put("outside any span")
         await batcher.stop()
 
     asyncio.run(main())
     requests = {s.name: s.context for s in captured.spans() if s.name.startswith("request")}
-    (flush,) = captured.spans("flush events")
-    assert flush.parent is None
-    attributes = dict(flush.attributes or {})
-    assert attributes["otelperf.batch.size"] == 19
+    first, second = captured.spans("flush events")
+    assert first.parent is None  # a root: the puts' spans are links, not parents
+    attributes = dict(first.attributes or {})
+    assert attributes["otelperf.batch.size"] == 12
     assert attributes["otelperf.batch.name"] == "events"
     assert attributes["otelperf.batch.sink"] == "list"
-    linked = [link.context.span_id for link in flush.links]
-    assert linked == [requests[f"request {i}"].span_id for i in range(4)]
+    linked = [link.context.span_id for link in first.links]
+    # Looked up on items 1, 5 and 9: requests 0, 2 and 4; then the cap is reached.
+    assert linked == [requests[f"request {i}"].span_id for i in (0, 2, 4)]
+    assert second.links == ()  # its only item was put outside any span
 
 
 def test_metrics(
