@@ -100,20 +100,32 @@ class Resources:
                 _log.error("stopping %s failed: %s", label, redact_text(repr(exc)))
 
     async def ping_all(self, timeout: float) -> list[tuple[str, bool, str, float]]:
-        """Reach every backing service once: (label, ok, detail, seconds) per resource."""
+        """Open every resource as startup would, reach its service once, then close it all.
+
+        Returns (label, ok, detail, seconds) per resource. Telemetry is a no-op here:
+        this is ``otelperf check --connect``, not the application.
+        """
+        from opentelemetry import metrics, trace
+
+        quiet = ComponentTelemetry(trace.NoOpTracer(), metrics.NoOpMeter("otelperf"))
         results = []
-        for label, component in self.in_start_order():
-            started = time.perf_counter()
-            try:
-                await asyncio.wait_for(component.ping(), timeout)
-                ok, detail = True, "ok"
-            except asyncio.TimeoutError:
-                ok, detail = False, f"no answer within {timeout:g}s"
-            except Exception as exc:
-                ok, detail = False, redact_text(f"{type(exc).__name__}: {exc}")
-            results.append((label, ok, detail, time.perf_counter() - started))
-            if all(component is not c for _, c in self._started):
-                try:  # release what the ping opened
+        opened: list[tuple[str, Component]] = []
+        try:
+            for label, component in self.in_start_order():
+                began = time.perf_counter()
+                try:
+                    await asyncio.wait_for(component.start(quiet), timeout)
+                    opened.append((label, component))
+                    await asyncio.wait_for(component.ping(), timeout)
+                    ok, detail = True, "ok"
+                except asyncio.TimeoutError:
+                    ok, detail = False, f"no answer within {timeout:g}s"
+                except Exception as exc:
+                    ok, detail = False, redact_text(f"{type(exc).__name__}: {exc}")
+                results.append((label, ok, detail, time.perf_counter() - began))
+        finally:
+            for label, component in reversed(opened):
+                try:
                     await component.stop()
                 except Exception as exc:
                     _log.debug("closing %s after ping: %s", label, redact_text(repr(exc)))

@@ -373,9 +373,13 @@ def _connect_config(tmp_path: Path, redis_url: str, postgres_dsn: str, *, broken
         f'  main: {{conninfo: "postgresql://{pg.username}:CANARY-pw-99@{pg.hostname}:{pg.port}'
         f'{pg.path}"}}',
     ]
+    lines += [
+        "batchers:",
+        "  events: {sink: {postgres: {pool: main, table: pg_class, columns: [relname]}}}",
+    ]
     if broken:
-        lines.append(
-            '  gone: {conninfo: "postgresql://app:CANARY-pw-99@127.0.0.1:1/x", timeout: 1s}'
+        lines.insert(
+            -2, '  gone: {conninfo: "postgresql://app:CANARY-pw-99@127.0.0.1:1/x", timeout: 1s}'
         )
     path = tmp_path / "connect.yaml"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
@@ -391,6 +395,7 @@ def test_check_connect_reaches_real_services(
     out = capsys.readouterr()
     assert "caches.hot: ok" in out.out
     assert "pools.main: ok" in out.out
+    assert "batchers.events: ok" in out.out  # reached through its pool
     assert "CANARY-pw-99" not in out.out + out.err
 
 
@@ -402,5 +407,5 @@ def test_check_connect_fails_on_an_unreachable_pool(
     assert main(["check", str(path), "--connect", "--timeout", "3"]) == 1
     out = capsys.readouterr()
     assert "pools.gone:" in out.err
-    assert "1 of 4 unreachable" in out.err
+    assert "1 of 5 unreachable" in out.err
     assert "CANARY-pw-99" not in out.out + out.err

@@ -28,6 +28,7 @@ from typing import Any
 
 from opentelemetry import context as context_api
 from opentelemetry import trace
+from opentelemetry.context import Context
 from opentelemetry.trace import Span
 
 from otelperf._component import ComponentTelemetry
@@ -602,7 +603,8 @@ class Batcher:
         span = telemetry.start_flush(size, chunk.links)
         outcome = _FlushOutcome(self, span)
         started = time.perf_counter()
-        token = context_api.attach(trace.set_span_in_context(span))
+        span_context = trace.set_span_in_context(span)
+        token = context_api.attach(span_context)
         try:
             await deliver(
                 items,
@@ -621,13 +623,21 @@ class Batcher:
             # Ending the span and recording its points is SDK work off the critical path:
             # it runs while the next batch waits on its sink, at the times measured here.
             asyncio.get_running_loop().call_soon(
-                self._end_flush, telemetry, span, size, duration, time.time_ns(), outcome
+                self._end_flush,
+                telemetry,
+                span,
+                span_context,
+                size,
+                duration,
+                time.time_ns(),
+                outcome,
             )
 
     def _end_flush(
         self,
         telemetry: BatchTelemetry,
         span: Span,
+        span_context: Context,
         size: int,
         duration: float,
         end_time: int,
@@ -636,6 +646,7 @@ class Batcher:
         try:
             telemetry.end_flush(
                 span,
+                span_context,
                 size=size,
                 duration=duration,
                 end_time=end_time,

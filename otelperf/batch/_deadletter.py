@@ -26,7 +26,7 @@ from otelperf._redact import redact_text
 from otelperf.batch._errors import BatcherError
 from otelperf.batch._json import dumps_lenient
 
-__all__ = ["DeadLetterFile", "describe_error"]
+__all__ = ["DeadLetterFile", "describe_error", "unwritable"]
 
 _log = logging.getLogger("otelperf.batch")
 _MAX_ERROR = 2000
@@ -44,6 +44,20 @@ def describe_error(error: BaseException | None) -> tuple[str | None, str | None]
         message = "<str() failed>"
     text = redact_text(f"{kind.__name__}: {message}" if message else kind.__name__)
     return qualified, text[:_MAX_ERROR]
+
+
+def unwritable(path: str) -> str | None:
+    """Why ``path`` could not be opened for appending (without creating it), or None."""
+    if os.path.isdir(path):
+        return "is a directory"
+    if os.path.exists(path):
+        return None if os.access(path, os.W_OK) else "is not writable"
+    parent = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(parent):
+        return f"cannot be created: the directory {parent!r} does not exist"
+    if not os.access(parent, os.W_OK | os.X_OK):
+        return f"cannot be created: the directory {parent!r} is not writable"
+    return None
 
 
 class DeadLetterFile:
@@ -71,10 +85,13 @@ class DeadLetterFile:
             ) from None
 
     def check(self) -> None:
-        """Raise BatcherError unless the file can be opened for appending (leaves it as it was)."""
-        if self._fd is None:
-            self.open()
-            self.close()
+        """Raise BatcherError unless the file could be appended to; creates nothing."""
+        problem = unwritable(self.path)
+        if problem is not None:
+            raise BatcherError(
+                f"batcher {self.batcher!r}: its dead-letter file {self.path!r} {problem}; fix "
+                f"batchers.{self.batcher}.dead_letter.path or the directory's permissions"
+            )
 
     def close(self) -> None:
         fd, self._fd = self._fd, None

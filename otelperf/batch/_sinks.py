@@ -24,6 +24,7 @@ import os
 from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
 
+from otelperf.batch._deadletter import unwritable
 from otelperf.batch._errors import BatcherError
 from otelperf.batch._json import dumps_item
 
@@ -178,7 +179,14 @@ class JsonlFileSink:
             ) from None
 
     async def ping(self) -> None:
-        await self.open()
+        """Raise BatcherError unless the file could be appended to; creates nothing."""
+        problem = unwritable(self.path)
+        if problem is not None:
+            where = f"batchers.{self.batcher}.sink.jsonl.path" if self.batcher else "the path"
+            raise BatcherError(
+                f"batcher {self.batcher!r}: its jsonl sink file {self.path!r} {problem}; "
+                f"fix {where} or the directory's permissions"
+            )
 
     async def close(self) -> None:
         fd, self._fd = self._fd, None

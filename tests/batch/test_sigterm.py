@@ -81,8 +81,10 @@ def _wait_progress(port: int, produced: int, timeout: float = 60) -> dict[str, i
         time.sleep(0.02)
 
 
-def _terminate(process: subprocess.Popen[bytes]) -> str:
-    process.send_signal(signal.SIGTERM)
+def _terminate(process: subprocess.Popen[bytes], *, sent: bool = False) -> str:
+    """SIGTERM (unless already ``sent``) and wait for the exit; the server's output."""
+    if not sent:
+        process.send_signal(signal.SIGTERM)
     try:
         process.wait(timeout=90)
     except subprocess.TimeoutExpired:
@@ -127,16 +129,21 @@ def _env(postgres_dsn: str, table: str, tmp_path: Path, **extra: str) -> dict[st
 def test_sigterm_drains_everything_produced(
     postgres_dsn: str, tables: Tables, tmp_path: Path
 ) -> None:
-    """100,000 items produced, SIGTERM while most are still queued: the shutdown writes them
-    all within the deadline, none twice."""
+    """100,000 items produced while a lock holds the sink back, then SIGTERM with all of them
+    still queued: the shutdown writes every one within its deadline, none twice."""
     table = tables.create("id int PRIMARY KEY, payload text NOT NULL")
     port = free_port()
     env = _env(postgres_dsn, table, tmp_path, OTELPERF_TEST_MAX_SIZE="100")
-    with serve(env, port) as process:
+    with serve(env, port) as process, psycopg.connect(postgres_dsn) as lock:
+        lock.execute(
+            sql.SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE").format(sql.Identifier(table))
+        )
         httpx.post(f"http://127.0.0.1:{port}/start", timeout=5).raise_for_status()
         at_sigterm = _wait_progress(port, TOTAL)
-        _terminate(process)
-    assert at_sigterm["written"] < TOTAL, f"nothing left to drain at SIGTERM: {at_sigterm}"
+        process.send_signal(signal.SIGTERM)
+        lock.rollback()  # the sink comes back while the shutdown is draining
+        _terminate(process, sent=True)
+    assert at_sigterm["written"] == 0  # everything was still queued at SIGTERM
     summary, written, lettered = _check_exactly_once(
         tables, table, tmp_path / "events.dlq.jsonl", tmp_path / "summary.json"
     )

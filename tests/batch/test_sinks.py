@@ -313,3 +313,24 @@ def test_postgres_sink_without_psycopg(monkeypatch: pytest.MonkeyPatch) -> None:
     ).batchers["events"]
     with pytest.raises(MissingDependencyError, match=r'pip install "otelperf\[postgres\]"'):
         build_batcher("events", config, lambda name: None)  # type: ignore[arg-type,return-value]
+
+
+def test_ping_checks_files_without_creating_them(tmp_path: Path) -> None:
+    """ping() (otelperf check --connect) checks the jsonl and dead-letter paths could be
+    written, creates neither, and names the one that cannot."""
+    out, dead = tmp_path / "events.jsonl", tmp_path / "dlq.jsonl"
+    good = _config({"jsonl": {"path": str(out)}}, dead_letter={"path": str(dead)})
+    missing = tmp_path / "missing" / "x.jsonl"
+    bad_sink = _config({"jsonl": {"path": str(missing)}})
+    bad_letter = _config({"jsonl": {"path": str(out)}}, dead_letter={"path": str(tmp_path)})
+
+    async def main() -> None:
+        await build_batcher("events", good).ping()
+        assert not out.exists()
+        assert not dead.exists()
+        with pytest.raises(BatcherError, match=r"jsonl sink file .* does not exist"):
+            await build_batcher("events", bad_sink).ping()
+        with pytest.raises(BatcherError, match=r"dead-letter file .* is a directory"):
+            await build_batcher("events", bad_letter).ping()
+
+    asyncio.run(main())
