@@ -140,7 +140,9 @@ class Bench:
 
     async def otelperf(self, table: str, rows: Sequence[Row]) -> float:
         sink = PostgresCopySink(self.pool, table=table, columns=COLUMNS)
-        batcher = Batcher("bench", sink, max_size=self.batch, max_queue=max(len(rows), 1000))
+        batcher = Batcher(
+            "bench", sink, max_size=self.batch, max_queue=max(len(rows), 1000, self.batch)
+        )
         await batcher.start(self.telemetry)
         try:
             put = batcher.put
