@@ -270,81 +270,40 @@ def _endpoint_and_headers(otlp: OtlpConfig) -> tuple[str, dict[str, str] | None]
     return urllib.parse.urlunsplit(parts._replace(netloc=host)), headers
 
 
-def _otlp_span_exporter(otlp: OtlpConfig) -> SpanExporter:
+# (gRPC module, HTTP module, exporter class) per signal; imported only when used.
+_OTLP_EXPORTERS = {
+    "traces": ("trace_exporter", "trace_exporter", "OTLPSpanExporter"),
+    "metrics": ("metric_exporter", "metric_exporter", "OTLPMetricExporter"),
+    "logs": ("_log_exporter", "_log_exporter", "OTLPLogExporter"),
+}
+
+
+def _otlp_exporter(otlp: OtlpConfig, signal: str) -> Any:
+    """The official OTLP exporter of ``signal`` over the configured protocol."""
+    import importlib
+
+    grpc_module, http_module, class_name = _OTLP_EXPORTERS[signal]
     endpoint, headers = _endpoint_and_headers(otlp)
+    gzip = otlp.compression == "gzip"
     if otlp.protocol == "grpc":
         from grpc import Compression as GrpcCompression
-        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 
-        return OTLPSpanExporter(
+        module = importlib.import_module(f"opentelemetry.exporter.otlp.proto.grpc.{grpc_module}")
+        return getattr(module, class_name)(
             endpoint=endpoint,
             insecure=_insecure(otlp),
             headers=headers,
             timeout=otlp.timeout,
-            compression=GrpcCompression.Gzip if otlp.compression == "gzip" else None,
+            compression=GrpcCompression.Gzip if gzip else None,
         )
     from opentelemetry.exporter.otlp.proto.http import Compression
-    from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
-        OTLPSpanExporter as HttpSpanExporter,
-    )
 
-    return HttpSpanExporter(
-        endpoint=_signal_url(endpoint, "traces"),
+    module = importlib.import_module(f"opentelemetry.exporter.otlp.proto.http.{http_module}")
+    return getattr(module, class_name)(
+        endpoint=_signal_url(endpoint, signal),
         headers=headers,
         timeout=otlp.timeout,
-        compression=Compression.Gzip if otlp.compression == "gzip" else Compression.NoCompression,
-    )
-
-
-def _otlp_log_exporter(otlp: OtlpConfig) -> Any:
-    endpoint, headers = _endpoint_and_headers(otlp)
-    if otlp.protocol == "grpc":
-        from grpc import Compression as GrpcCompression
-        from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter
-
-        return OTLPLogExporter(
-            endpoint=endpoint,
-            insecure=_insecure(otlp),
-            headers=headers,
-            timeout=otlp.timeout,
-            compression=GrpcCompression.Gzip if otlp.compression == "gzip" else None,
-        )
-    from opentelemetry.exporter.otlp.proto.http import Compression
-    from opentelemetry.exporter.otlp.proto.http._log_exporter import (
-        OTLPLogExporter as HttpLogExporter,
-    )
-
-    return HttpLogExporter(
-        endpoint=_signal_url(endpoint, "logs"),
-        headers=headers,
-        timeout=otlp.timeout,
-        compression=Compression.Gzip if otlp.compression == "gzip" else Compression.NoCompression,
-    )
-
-
-def _otlp_metric_exporter(otlp: OtlpConfig) -> MetricExporter:
-    endpoint, headers = _endpoint_and_headers(otlp)
-    if otlp.protocol == "grpc":
-        from grpc import Compression as GrpcCompression
-        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
-
-        return OTLPMetricExporter(
-            endpoint=endpoint,
-            insecure=_insecure(otlp),
-            headers=headers,
-            timeout=otlp.timeout,
-            compression=GrpcCompression.Gzip if otlp.compression == "gzip" else None,
-        )
-    from opentelemetry.exporter.otlp.proto.http import Compression
-    from opentelemetry.exporter.otlp.proto.http.metric_exporter import (
-        OTLPMetricExporter as HttpMetricExporter,
-    )
-
-    return HttpMetricExporter(
-        endpoint=_signal_url(endpoint, "metrics"),
-        headers=headers,
-        timeout=otlp.timeout,
-        compression=Compression.Gzip if otlp.compression == "gzip" else Compression.NoCompression,
+        compression=Compression.Gzip if gzip else Compression.NoCompression,
     )
 
 
@@ -536,7 +495,7 @@ def _from_config(
     )
     span_exporter: SpanExporter | None = None
     if trace_kind == "otlp":
-        span_exporter = _otlp_span_exporter(telemetry.otlp)
+        span_exporter = _otlp_exporter(telemetry.otlp, "traces")
     elif trace_kind == "console":
         # sys.stdout as it is now: the SDK's default is bound when the SDK is imported,
         # so redirect_stdout (and test capture) would never see the output.
@@ -563,7 +522,7 @@ def _from_config(
     elif metric_kind != "none":
         metric_exporter: MetricExporter
         if metric_kind == "otlp":
-            metric_exporter = _otlp_metric_exporter(telemetry.otlp)
+            metric_exporter = _otlp_exporter(telemetry.otlp, "metrics")
         elif metric_kind == "console":
             metric_exporter = ConsoleMetricExporter(out=sys.stdout)
         else:
@@ -596,7 +555,7 @@ def _from_config(
     logs = telemetry.logs
     if logs.export and trace_kind != "none":  # logs go where traces go
         if trace_kind == "otlp":
-            log_exporter = _otlp_log_exporter(telemetry.otlp)
+            log_exporter = _otlp_exporter(telemetry.otlp, "logs")
         elif trace_kind == "console":
             from opentelemetry.sdk._logs.export import ConsoleLogRecordExporter
 
