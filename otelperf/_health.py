@@ -27,6 +27,7 @@ class Health:
     def __init__(self, config: HealthConfig) -> None:
         self.config = config
         self._checks: dict[str, Check] = {}
+        self._in_flight: dict[str, asyncio.Future[object]] = {}
         self.ready = False
         """True between the end of startup and the start of shutdown (so balancers drain)."""
 
@@ -44,9 +45,7 @@ class Health:
             if inspect.iscoroutinefunction(check):
                 result = await asyncio.wait_for(check(), self.config.timeout)
             else:
-                result = await asyncio.wait_for(asyncio.to_thread(check), self.config.timeout)
-                if inspect.isawaitable(result):
-                    result = await asyncio.wait_for(result, self.config.timeout)
+                result = await self._run_sync(name, check)
             state: dict[str, Any] = {"status": "fail" if result is False else "ok"}
         except asyncio.TimeoutError:
             state = {"status": "fail", "error": f"timed out after {self.config.timeout:g}s"}
@@ -54,6 +53,19 @@ class Health:
             state = {"status": "fail", "error": redact_text(f"{type(exc).__name__}: {exc}")[:200]}
         state["duration_ms"] = round((time.perf_counter() - started) * 1000, 2)
         return {name: state}
+
+    async def _run_sync(self, name: str, check: Check) -> object:
+        # A hung sync check keeps its thread; probes must not pile up threads behind it
+        # (the loop's default executor also resolves DNS for every new connection).
+        pending = self._in_flight.get(name)
+        if pending is not None and not pending.done():
+            raise RuntimeError("the previous run of this check has not finished")
+        future = asyncio.ensure_future(asyncio.to_thread(check))
+        self._in_flight[name] = future
+        result = await asyncio.wait_for(asyncio.shield(future), self.config.timeout)
+        if inspect.isawaitable(result):
+            result = await asyncio.wait_for(result, self.config.timeout)
+        return result
 
     async def readiness(self) -> tuple[bool, dict[str, Any]]:
         """Run every check concurrently; return (ready, report)."""

@@ -151,8 +151,7 @@ class FastHistogram:
             if series is None:
                 series = _Series(_OVERFLOW_ATTRS, len(self.boundaries) + 1)
                 self._series[_OVERFLOW_KEY] = series
-            self._series[key] = series
-            return series
+            return series  # not stored under `key`: memory stays bounded
         series = _Series(attributes, len(self.boundaries) + 1)
         self._series[key] = series
         return series

@@ -28,6 +28,7 @@ async def run_lifespan(
     started = False
     startup_failed = False
     app_finished_startup = False
+    app_spoke = False  # the app sent a lifespan message: it takes part in the protocol
 
     async def wrapped_receive() -> Message:
         nonlocal started, startup_failed
@@ -43,28 +44,33 @@ async def run_lifespan(
         return message
 
     async def wrapped_send(message: Message) -> None:
-        nonlocal app_finished_startup
+        nonlocal app_finished_startup, app_spoke
+        app_spoke = True
         kind = message["type"]
         if kind == "lifespan.startup.complete":
             app_finished_startup = True
             perf.health.ready = True
-        elif kind == "lifespan.shutdown.complete" or kind == "lifespan.startup.failed":
+        elif kind in ("lifespan.shutdown.complete", "lifespan.shutdown.failed"):
+            await perf.ashutdown()  # flush even when the app's own shutdown failed
+        elif kind == "lifespan.startup.failed":
             await perf.ashutdown()
         await send(message)
 
     try:
         await app(scope, wrapped_receive, wrapped_send)
     except BaseException:
-        if startup_failed or app_finished_startup:
+        if startup_failed or app_spoke:
             if perf.started:
                 await perf.ashutdown()
             raise
         # The app does not speak lifespan (it raised on the scope): run ours alone.
         await _own_lifespan(perf, receive, send, started=started)
         return
-    if not app_finished_startup:
+    if not app_spoke:
         # The app returned without taking part; keep otelperf's lifespan running.
         await _own_lifespan(perf, receive, send, started=started)
+    elif perf.started:
+        await perf.ashutdown()  # the app ended its lifespan without a shutdown message
 
 
 async def _own_lifespan(perf: Perf, receive: Receive, send: Send, *, started: bool) -> None:
@@ -73,7 +79,7 @@ async def _own_lifespan(perf: Perf, receive: Receive, send: Send, *, started: bo
         if message["type"] != "lifespan.startup":
             return
         try:
-            await perf.astart()
+            await perf.astart()  # cleans up after itself when it fails
         except Exception as exc:
             await send({"type": "lifespan.startup.failed", "message": str(exc)})
             return
@@ -95,7 +101,7 @@ def lifespan_context(
 
     @asynccontextmanager
     async def lifespan(app: Any) -> AsyncIterator[Any]:
-        await perf.astart()
+        await perf.astart()  # cleans up after itself when it fails
         try:
             if inner is None:
                 perf.health.ready = True

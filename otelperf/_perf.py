@@ -64,6 +64,8 @@ class Perf:
         self._tracer: trace_api.Tracer | None = None
         self._meter: metrics_api.Meter | None = None
         self._pid: int | None = None
+        self.shut_down = False
+        """True once shutdown began; the middleware then stops reporting (no silent restart)."""
         self._histograms: dict[str, Any] = {}
         self._runtime: Any = None
         self.health = Health(config.health)
@@ -86,6 +88,7 @@ class Perf:
         """Build telemetry. Idempotent; in a forked child it builds afresh."""
         if self._telemetry is not None and self._pid == os.getpid():
             return
+        self.shut_down = False
         self._telemetry = build_telemetry(
             self.config,
             tracer_provider=self._app_tracer_provider,
@@ -99,16 +102,24 @@ class Perf:
         self._meter = self._telemetry.meter_provider.get_meter(_SCOPE, __version__)
 
     async def astart(self) -> None:
-        """Build telemetry, then open every declared resource (runtime metrics, ...)."""
-        self.start()
-        runtime = self.config.runtime
-        wanted = runtime.process or runtime.event_loop_lag or bool(runtime.disk_paths)
-        if self._runtime is None and wanted:
-            from otelperf.runtime import RuntimeMetrics
+        """Build telemetry, then open every declared resource (runtime metrics, ...).
 
-            self._runtime = RuntimeMetrics(runtime, self.meter_provider)
-            await self._runtime.start()
-        await self.resources.start(ComponentTelemetry(self.tracer, self.meter), self.health)
+        If anything fails to open, what was opened is closed again before the error
+        propagates, so a failed startup leaves nothing running.
+        """
+        self.start()
+        try:
+            runtime = self.config.runtime
+            wanted = runtime.process or runtime.event_loop_lag or bool(runtime.disk_paths)
+            if self._runtime is None and wanted:
+                from otelperf.runtime import RuntimeMetrics
+
+                self._runtime = RuntimeMetrics(runtime, self.meter_provider)
+                await self._runtime.start()
+            await self.resources.start(ComponentTelemetry(self.tracer, self.meter), self.health)
+        except BaseException:
+            await self.ashutdown()
+            raise
 
     def shutdown(self) -> bool:
         """Flush and close telemetry within ``telemetry.shutdown_timeout``; True if all finished.
@@ -121,6 +132,7 @@ class Perf:
                 "resources were started by astart() in an event loop; shut down with "
                 "'await perf.ashutdown()' so batchers flush and pools close"
             )
+        self.shut_down = True
         self.health.ready = False
         runtime, self._runtime = self._runtime, None
         if runtime is not None:
@@ -131,6 +143,7 @@ class Perf:
 
     async def ashutdown(self) -> bool:
         """Close resources, then flush telemetry, without blocking the event loop while it waits."""
+        self.shut_down = True
         self.health.ready = False
         await self.resources.stop(self.health)
         runtime, self._runtime = self._runtime, None

@@ -394,7 +394,11 @@ class Telemetry:
         future: asyncio.Future[bool] = loop.create_future()
 
         def run() -> None:
-            result = self.shutdown()
+            try:
+                result = self.shutdown()
+            except BaseException:  # the awaiting side must be answered whatever happens
+                _log.warning("error while shutting down telemetry", exc_info=True)
+                result = False
             # RuntimeError: the loop closed while we waited (a cancelled lifespan);
             # nobody awaits the result any more.
             with contextlib.suppress(RuntimeError):

@@ -210,8 +210,17 @@ async def asgi_lifespan(
 
 
 def _for_tests(config: Config) -> Config:
-    telemetry = config.telemetry.model_copy(
-        update={"exporter": "none", "set_global": False, "otel_config_file": None}
+    current = config.telemetry
+    telemetry = current.model_copy(
+        update={
+            "exporter": "none",
+            "set_global": False,
+            "otel_config_file": None,
+            # The per-signal overrides win over `exporter`: silence them too.
+            "traces": current.traces.model_copy(update={"exporter": None}),
+            "metrics": current.metrics.model_copy(update={"exporter": None}),
+            "logs": current.logs.model_copy(update={"export": False}),
+        }
     )
     return config.model_copy(update={"telemetry": telemetry})
 

@@ -163,3 +163,11 @@ def test_fast_histograms_join_the_sdk_scope() -> None:
     assert len(scopes) == 1
     assert {m.name for m in scopes[0].metrics} == {"c", "h"}
     provider.shutdown()
+
+
+def test_overflow_keys_are_not_remembered() -> None:
+    """Keys beyond the series limit do not each take memory: the map stops growing."""
+    hist = FastHistogram("h", "s", "d", BOUNDS)
+    for i in range(MAX_SERIES + 5000):
+        hist.record(0.01, (i,), {"i": i})
+    assert len(hist._series) == MAX_SERIES + 1

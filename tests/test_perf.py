@@ -173,3 +173,41 @@ def test_missing_optional_dependency_names_the_extra(
         perf.start()
     assert f'pip install "otelperf[{extra}]"' in str(caught.value)
     assert isinstance(caught.value, ImportError)
+
+
+def test_capture_never_exports_even_with_per_signal_exporters(tmp_path: Path) -> None:
+    """otelperf.testing.capture silences traces/metrics exporter overrides and log export."""
+    from otelperf.testing import capture
+
+    path = tmp_path / "must-not-exist.jsonl"
+    config = {
+        "version": 1,
+        "service": {"name": "x"},
+        "telemetry": {
+            "file": {"path": str(path)},
+            "traces": {"exporter": "file"},
+            "metrics": {"exporter": "file"},
+            "logs": {"export": True},
+        },
+    }
+    with capture(config) as telemetry:
+        with telemetry.perf.tracer.start_as_current_span("work"):
+            pass
+        assert telemetry.spans("work")
+    assert not path.exists()
+
+
+def test_failed_resource_startup_leaves_nothing_running(postgres_dsn: str) -> None:
+    """If a resource cannot open, astart closes telemetry and runtime again before raising."""
+    perf = otelperf.load(
+        {
+            "version": 1,
+            "service": {"name": "x"},
+            "telemetry": {"exporter": "none", "set_global": False},
+            "pools": {"gone": {"conninfo": "postgresql://u@127.0.0.1:1/x", "timeout": "300ms"}},
+        }
+    )
+    with pytest.raises(otelperf.OtelperfError):
+        asyncio.run(perf.astart())
+    assert not perf.started
+    assert perf._runtime is None

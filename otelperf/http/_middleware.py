@@ -77,21 +77,31 @@ _SIGNATURE_PARAMS = frozenset(
         "password",
         "secret",
         "client_secret",
+        "client_assertion",
+        "code",
+        "jwt",
+        "auth",
+        "session",
+        "sessionid",
     }
 )
+_SECRET_SUFFIXES = ("_token", "-token", "_secret", "_key", "password", "_signature")
 _PROTOCOLS = {"1.0": "1.0", "1.1": "1.1", "2": "2", "2.0": "2", "3": "3"}
+
+
+def _secret_param(name: str) -> bool:
+    name = name.lower()
+    return name in _SIGNATURE_PARAMS or name.endswith(_SECRET_SUFFIXES)
 
 
 def redact_query(query: str) -> str:
     """A query string with the values of signature and credential parameters redacted."""
     if not query:
         return query
-    pairs = parse_qsl(query, keep_blank_values=True)
-    if not any(k.lower() in _SIGNATURE_PARAMS for k, _ in pairs):
+    pairs = parse_qsl(query.replace(";", "&"), keep_blank_values=True)
+    if not any(_secret_param(k) for k, _ in pairs):
         return query
-    return urlencode(
-        [(k, _REDACTED if k.lower() in _SIGNATURE_PARAMS else v) for k, v in pairs], safe="[]"
-    )
+    return urlencode([(k, _REDACTED if _secret_param(k) else v) for k, v in pairs], safe="[]")
 
 
 class _Exclusions:
@@ -178,6 +188,7 @@ class OtelperfMiddleware:
         self._availability = slo is not None and slo.availability is not None
         self._routes = RouteTable(find_routes_owner(app))
         self._bound: _Bound | None = None
+        self._bind_failed = False
         profiling = perf.resources.profiling
         self._profiling = (
             profiling if profiling is not None and profiling.selects_requests else None
@@ -202,11 +213,19 @@ class OtelperfMiddleware:
         if totals is not None and saved > 0:  # a stream of tiny chunks can grow; count savings
             totals[encoding] = totals.get(encoding, 0) + saved
 
-    def _bind(self) -> _Bound:
+    def _bind(self) -> _Bound | None:
         perf = self.perf
         if not perf.started:
+            if perf.shut_down:
+                return None  # a late request after shutdown: serve it, report nothing
             # Used as a bare middleware entry without otelperf's lifespan: start on first use.
-            perf.start()
+            try:
+                perf.start()
+            except Exception as exc:  # telemetry must never fail a request
+                if not self._bind_failed:
+                    self._bind_failed = True
+                    _log.error("otelperf could not start telemetry: %s", exc)
+                return None
         bound = _Bound(perf, self)
         fields = propagate.get_global_textmap().fields
         self._propagator_fields = frozenset(f.lower().encode("latin-1") for f in fields)
@@ -258,7 +277,7 @@ class OtelperfMiddleware:
         route = scope.get("route")
         return None if route is None else self._routes.template(route, scope.get("app"))
 
-    def _current(self) -> _Bound:
+    def _current(self) -> _Bound | None:
         bound = self._bound
         if bound is None or bound.telemetry is not self.perf._telemetry:
             bound = self._bind()
@@ -266,6 +285,9 @@ class OtelperfMiddleware:
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         bound = self._current()
+        if bound is None:
+            await self._inner(scope, receive, send)
+            return
         start = time.perf_counter()
         start_ns = time.time_ns()
         method = scope["method"]
@@ -426,6 +448,9 @@ class OtelperfMiddleware:
 
     async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
         bound = self._current()
+        if bound is None:
+            await self.app(scope, receive, send)
+            return
         start = time.perf_counter()
         try:
             await self.app(scope, receive, send)

@@ -21,7 +21,7 @@ from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.testclient import TestClient
 from starlette.websockets import WebSocket
 
-from otelperf.testing import CapturedTelemetry, asgi_request, capture
+from otelperf.testing import CapturedTelemetry, asgi_lifespan, asgi_request, capture
 
 BASE: dict[str, Any] = {
     "version": 1,
@@ -693,3 +693,125 @@ def test_pytest_fixture_gives_a_capturing_perf(otelperf_telemetry: CapturedTelem
         pass
     assert [s.name for s in otelperf_telemetry.spans()] == ["fixture.work"]
     assert otelperf_telemetry.points("fixture.work")
+
+
+def test_app_startup_failure_is_not_reported_as_complete() -> None:
+    """When the app's own startup fails, otelperf shuts down and never claims readiness."""
+    from contextlib import asynccontextmanager
+
+    import otelperf
+
+    perf = otelperf.load({**BASE, "telemetry": {"exporter": "none", "set_global": False}})
+
+    @asynccontextmanager
+    async def broken(app: Any) -> AsyncIterator[None]:
+        raise RuntimeError("database migration failed")
+        yield  # pragma: no cover
+
+    app = perf.wrap(Starlette(routes=[], lifespan=broken))
+    sent: list[str] = []
+
+    async def drive() -> None:
+        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        await queue.put({"type": "lifespan.startup"})
+
+        async def send(message: Any) -> None:
+            sent.append(message["type"])
+
+        with pytest.raises(RuntimeError, match="migration"):
+            await app(
+                {"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}, queue.get, send
+            )
+
+    run(drive())
+    assert sent == ["lifespan.startup.failed"]
+    assert not perf.started
+    assert not perf.health.ready
+
+
+def test_shutdown_failed_still_flushes_otelperf() -> None:
+    """An app that answers shutdown with shutdown.failed still gets otelperf shut down."""
+    import otelperf
+
+    perf = otelperf.load({**BASE, "telemetry": {"exporter": "none", "set_global": False}})
+
+    async def raw_app(scope: Any, receive: Any, send: Any) -> None:
+        assert scope["type"] == "lifespan"
+        await receive()
+        await send({"type": "lifespan.startup.complete"})
+        await receive()
+        await send({"type": "lifespan.shutdown.failed", "message": "cleanup broke"})
+
+    app = perf.wrap(raw_app)
+
+    async def drive() -> None:
+        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        for kind in ("lifespan.startup", "lifespan.shutdown"):
+            await queue.put({"type": kind})
+
+        async def send(message: Any) -> None:
+            pass
+
+        await app({"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}, queue.get, send)
+
+    run(drive())
+    assert not perf.started
+
+
+def test_late_request_after_shutdown_does_not_restart_telemetry() -> None:
+    """A request arriving after shutdown is served without silently rebuilding telemetry."""
+    import otelperf
+
+    perf = otelperf.load({**BASE, "telemetry": {"exporter": "none", "set_global": False}})
+    app = perf.wrap(starlette_app())
+
+    async def drive() -> int:
+        async with asgi_lifespan(app):
+            await asgi_request(app, "GET", "/items/1")
+        return (await asgi_request(app, "GET", "/items/2")).status
+
+    assert run(drive()) == 200
+    assert not perf.started
+
+
+def test_redact_query_covers_token_like_parameters() -> None:
+    """refresh_token, *_secret, OAuth code and ;-separated pairs are redacted in url.query."""
+    from otelperf.http import redact_query
+
+    query = "page=2&refresh_token=AAA&client_secret=BBB&code=CCC;api_key=DDD"
+    redacted = redact_query(query)
+    assert "page=2" in redacted
+    for secret in ("AAA", "BBB", "CCC", "DDD"):
+        assert secret not in redacted
+
+
+def test_hung_sync_readiness_check_runs_once_at_a_time() -> None:
+    """A sync check that hangs is not started again by later probes (no thread pile-up)."""
+    import threading
+
+    import otelperf
+
+    release = threading.Event()
+    calls = []
+
+    def hangs() -> bool:
+        calls.append(1)
+        release.wait(5)
+        return True
+
+    config = {**BASE, "telemetry": {"exporter": "none", "set_global": False},
+              "health": {"timeout": "100ms"}}  # fmt: skip
+    perf = otelperf.load(config)
+    perf.add_readiness_check("stuck", hangs)
+
+    async def drive() -> list[dict[str, Any]]:
+        reports = []
+        for _ in range(5):
+            _, report = await perf.health.readiness()
+            reports.append(report["checks"]["stuck"])
+        release.set()
+        return reports
+
+    reports = run(drive())
+    assert len(calls) == 1
+    assert all(r["status"] == "fail" for r in reports)
