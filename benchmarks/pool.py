@@ -135,6 +135,40 @@ def sdk_telemetry(sample_ratio: float) -> Telemetry:
     )
 
 
+def perf_telemetry(sample_ratio: float) -> Telemetry:
+    """Telemetry as a Perf wires it: the SDK's spans, otelperf's plain-Python histograms."""
+    import otelperf
+
+    exporter = CountingExporter()
+    reader = InMemoryMetricReader()
+    perf = otelperf.load(
+        {
+            "version": 1,
+            "service": {"name": "bench"},
+            "telemetry": {
+                "exporter": "none",
+                "set_global": False,
+                "traces": {"sample_ratio": sample_ratio},
+            },
+            "runtime": {"process": False, "event_loop_lag": False},
+        },
+        span_processors=[BatchSpanProcessor(exporter)],
+        metric_readers=[reader],
+    )
+    perf.start()
+
+    def shutdown() -> None:
+        perf.shutdown()
+
+    return Telemetry(
+        ComponentTelemetry(perf.tracer, perf.meter),
+        exporter if sample_ratio > 0 else None,
+        reader,
+        perf.tracer_provider,  # type: ignore[arg-type]  # an SDK TracerProvider here
+        shutdown,
+    )
+
+
 def noop_telemetry() -> Telemetry:
     return Telemetry(
         ComponentTelemetry(
@@ -328,11 +362,13 @@ async def async_suite(rounds: int, total: int, *, check: bool) -> tuple[list[Var
     variants = [Variant("raw psycopg_pool", raw_async(raw))]
     pools: list[Any] = [raw]
     kinds: list[tuple[str, Callable[[], Telemetry], bool]] = [
-        ("otelperf", lambda: sdk_telemetry(1.0), True)
+        ("otelperf", lambda: sdk_telemetry(1.0), True),
+        ("otelperf via Perf", lambda: perf_telemetry(1.0), True),
     ]
     if not check:
         kinds += [
             ("otelperf-sampled-out", lambda: sdk_telemetry(0.0), False),
+            ("via Perf, sampled out", lambda: perf_telemetry(0.0), False),
             ("otelperf-noop", noop_telemetry, False),
         ]
     for name, make, spans in kinds:

@@ -36,9 +36,16 @@ from opentelemetry.sdk.metrics.export import (
 )
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
-from opentelemetry.trace import SpanContext
+from opentelemetry.trace import SpanContext, get_current_span
 
-__all__ = ["FastHistogram", "HistogramRecorder", "Registry", "SdkHistogram", "attach"]
+__all__ = [
+    "ApiHistogram",
+    "FastHistogram",
+    "HistogramRecorder",
+    "Registry",
+    "SdkHistogram",
+    "attach",
+]
 
 _log = logging.getLogger("otelperf.telemetry")
 
@@ -76,6 +83,30 @@ class SdkHistogram:
         span_context: SpanContext | None = None,
     ) -> None:
         self._histogram.record(value, attributes)
+
+
+class ApiHistogram:
+    """A :class:`FastHistogram` behind the API's ``record(amount, attributes, context)``.
+
+    For components written against the OpenTelemetry API: the series key is the
+    attribute items (hashable values; anything else takes the SDK-like slow key), and
+    the exemplar comes from the current span, as the SDK's trace-based filter does.
+    """
+
+    def __init__(self, histogram: FastHistogram) -> None:
+        self._histogram = histogram
+
+    def record(
+        self, amount: float, attributes: Mapping[str, Any] | None = None, context: Any = None
+    ) -> None:
+        attrs = attributes or {}
+        key: Hashable = tuple(attrs.items())
+        try:
+            hash(key)
+        except TypeError:  # a sequence-valued attribute
+            key = repr(sorted(attrs.items()))
+        span_context = get_current_span(context).get_span_context()
+        self._histogram.record(amount, key, attrs, span_context)
 
 
 class _Series:

@@ -8,6 +8,7 @@ semantic conventions where one exists, and live under ``otelperf.`` otherwise.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -143,6 +144,18 @@ def spec(name: str) -> InstrumentSpec:
     return REGISTRY[name]
 
 
+_FAST: weakref.WeakKeyDictionary[Any, Callable[[InstrumentSpec], Any]] = weakref.WeakKeyDictionary()
+
+
+def bind_fast(meter: Meter, factory: Callable[[InstrumentSpec], Any]) -> None:
+    """Route the histograms later created on ``meter`` to ``factory`` (a cheaper aggregation).
+
+    The returned objects keep the API's ``record(amount, attributes)`` signature, so
+    components stay written against the OpenTelemetry API.
+    """
+    _FAST[meter] = factory
+
+
 def create(
     meter: Meter,
     name: str,
@@ -150,6 +163,13 @@ def create(
 ) -> Any:
     """Create the instrument ``name`` on ``meter`` exactly as declared."""
     item = REGISTRY[name]
+    if item.kind == "histogram":
+        try:
+            fast = _FAST.get(meter)
+        except TypeError:  # a meter that cannot be weakly referenced
+            fast = None
+        if fast is not None:
+            return fast(item)
     if item.kind == "counter":
         return meter.create_counter(item.name, unit=item.unit, description=item.description)
     if item.kind == "up_down_counter":

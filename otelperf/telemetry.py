@@ -116,6 +116,11 @@ class _BucketsByUnit(Aggregation):
         )
 
 
+def buckets_for(spec: _instruments.InstrumentSpec) -> tuple[float, ...]:
+    """The explicit boundaries a histogram gets: its advice, else its unit's, else the SDK's."""
+    return spec.buckets or _UNIT_BUCKETS.get(spec.unit, _SDK_DEFAULT_BUCKETS)
+
+
 def build_resource(config: Config) -> Resource:
     """The Resource describing this service; file values win over ``OTEL_RESOURCE_ATTRIBUTES``."""
     service = config.service
@@ -336,8 +341,7 @@ class Telemetry:
         """A recorder for the registered histogram ``name``: fast when possible."""
         spec = _instruments.spec(name)
         if self.fast is not None:
-            boundaries = spec.buckets or _UNIT_BUCKETS.get(spec.unit, _SDK_DEFAULT_BUCKETS)
-            return self.fast.histogram(spec.name, spec.unit, spec.description, boundaries)
+            return self.fast.histogram(spec.name, spec.unit, spec.description, buckets_for(spec))
         return SdkHistogram(_instruments.create(meter, name))
 
     def _shutdown_calls(self) -> list[Callable[[], Any]]:

@@ -171,3 +171,41 @@ def test_overflow_keys_are_not_remembered() -> None:
     for i in range(MAX_SERIES + 5000):
         hist.record(0.01, (i,), {"i": i})
     assert len(hist._series) == MAX_SERIES + 1
+
+
+def test_component_histograms_take_the_fast_path_through_perf(postgres_dsn: str) -> None:
+    """A pool started by Perf records wait/use times in the plain-Python histograms, exactly."""
+    import asyncio
+
+    from otelperf._histograms import ApiHistogram
+    from otelperf.testing import capture
+
+    config = {
+        "version": 1,
+        "service": {"name": "x"},
+        "runtime": {"process": False, "event_loop_lag": False},
+        "pools": {"main": {"conninfo": postgres_dsn, "min_size": 1, "max_size": 2}},
+    }
+    with capture(config) as telemetry:
+        perf = telemetry.perf
+        trace_ids = []
+
+        async def drive() -> None:
+            await perf.astart()
+            try:
+                assert isinstance(perf.pool("main")._state.wait_time, ApiHistogram)  # type: ignore[union-attr]
+                for _ in range(3):
+                    with perf.tracer.start_as_current_span("work") as span:
+                        trace_ids.append(span.get_span_context().trace_id)
+                        async with perf.pool("main").connection() as conn:
+                            await conn.execute("SELECT 1")
+                (wait,) = telemetry.points("db.client.connection.wait_time")
+                assert wait.count == 3
+                assert wait.exemplars
+                assert wait.exemplars[0].trace_id in trace_ids
+                (use,) = telemetry.points("db.client.connection.use_time")
+                assert use.count == 3
+            finally:
+                await perf.ashutdown()
+
+        asyncio.run(drive())
