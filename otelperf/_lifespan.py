@@ -17,6 +17,10 @@ if TYPE_CHECKING:
 __all__ = ["lifespan_context", "run_lifespan"]
 
 Message = MutableMapping[str, Any]
+
+_APP_DONE = frozenset(
+    {"lifespan.startup.failed", "lifespan.shutdown.complete", "lifespan.shutdown.failed"}
+)
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
@@ -50,10 +54,8 @@ async def run_lifespan(
         if kind == "lifespan.startup.complete":
             app_finished_startup = True
             perf.health.ready = True
-        elif kind in ("lifespan.shutdown.complete", "lifespan.shutdown.failed"):
-            await perf.ashutdown()  # flush even when the app's own shutdown failed
-        elif kind == "lifespan.startup.failed":
-            await perf.ashutdown()
+        elif kind in _APP_DONE:
+            await perf.ashutdown()  # also when the app's own startup or shutdown failed
         await send(message)
 
     try:

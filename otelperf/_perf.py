@@ -16,7 +16,6 @@ from otelperf import _instruments
 from otelperf._component import ComponentTelemetry
 from otelperf._errors import OtelperfError
 from otelperf._health import Check, Health
-from otelperf._histograms import ApiHistogram
 from otelperf._resources import Resources, lookup
 from otelperf._timed import Timed
 from otelperf._version import __version__
@@ -102,24 +101,10 @@ class Perf:
         self._pid = os.getpid()
         self._tracer = self._telemetry.tracer_provider.get_tracer(_SCOPE, __version__)
         self._meter = self._telemetry.meter_provider.get_meter(_SCOPE, __version__)
-        fast = self._telemetry.fast
-        if fast is not None:
+        if self._telemetry.fast is not None:
             # Components' histograms (pool wait/use times, cache latencies, ...) take the
             # plain-Python aggregation too; they keep calling the API's record().
-            _instruments.bind_fast(
-                self._meter,
-                lambda spec: ApiHistogram(
-                    fast.histogram(
-                        spec.name, spec.unit, spec.description, self._telemetry_buckets(spec)
-                    )
-                ),
-            )
-
-    @staticmethod
-    def _telemetry_buckets(spec: Any) -> Sequence[float]:
-        from otelperf.telemetry import buckets_for
-
-        return buckets_for(spec)
+            _instruments.bind_fast(self._meter, self._telemetry.api_histogram)
 
     async def astart(self) -> None:
         """Build telemetry, then open every declared resource (runtime metrics, ...).

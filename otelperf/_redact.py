@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["MASK", "SENSITIVE_HEADERS", "redact_text", "redact_url"]
+__all__ = ["MASK", "SENSITIVE_HEADERS", "redact_text"]
 
 MASK = "****"
 
@@ -31,11 +31,6 @@ _KV_SECRET = re.compile(
     r"(?i)\b(password|passwd|pwd|secret|token|api_key|apikey|sslpassword)(\s*=\s*)"
     r"('(?:[^'\\]|\\.)*'|[^\s&'\"]+)"
 )
-
-
-def redact_url(url: str) -> str:
-    """Mask the password of a URL, and secret-looking query parameters."""
-    return redact_text(url)
 
 
 def redact_text(text: str) -> str:

@@ -28,6 +28,9 @@ from typing import IO, Any
 from opentelemetry import metrics as metrics_api
 from opentelemetry import trace as trace_api
 from opentelemetry.sdk.metrics import Histogram, MeterProvider
+from opentelemetry.sdk.metrics._internal.aggregation import (
+    _DEFAULT_EXPLICIT_BUCKET_HISTOGRAM_AGGREGATION_BOUNDARIES as _SDK_DEFAULT_BOUNDARIES,
+)
 from opentelemetry.sdk.metrics.export import (
     ConsoleMetricExporter,
     MetricExporter,
@@ -56,6 +59,8 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from otelperf import _instruments
 from otelperf._errors import ConfigError, ConfigProblem, MissingDependencyError, OtelperfError
 from otelperf._histograms import (
+    ApiHistogram,
+    FastHistogram,
     HistogramRecorder,
     Registry,
     SdkHistogram,
@@ -80,10 +85,8 @@ __all__ = [
 
 _log = logging.getLogger("otelperf.telemetry")
 
-_SDK_DEFAULT_BUCKETS: tuple[float, ...] = (
-    0.0, 5.0, 10.0, 25.0, 50.0, 75.0, 100.0, 250.0, 500.0, 750.0, 1000.0, 2500.0, 5000.0,
-    7500.0, 10000.0,
-)  # fmt: skip
+# The SDK's own default boundaries (0 to 10,000), for units nothing better fits.
+_SDK_DEFAULT_BUCKETS: tuple[float, ...] = tuple(_SDK_DEFAULT_BOUNDARIES)
 
 _UNIT_BUCKETS: dict[str, tuple[float, ...]] = {
     "s": SECONDS_BUCKETS,
@@ -339,10 +342,18 @@ class Telemetry:
 
     def histogram(self, meter: metrics_api.Meter, name: str) -> HistogramRecorder:
         """A recorder for the registered histogram ``name``: fast when possible."""
-        spec = _instruments.spec(name)
         if self.fast is not None:
-            return self.fast.histogram(spec.name, spec.unit, spec.description, buckets_for(spec))
+            return self._fast_histogram(_instruments.spec(name))
         return SdkHistogram(_instruments.create(meter, name))
+
+    def api_histogram(self, spec: _instruments.InstrumentSpec) -> ApiHistogram:
+        """The fast histogram of ``spec`` behind the API's ``record(amount, attributes)``."""
+        return ApiHistogram(self._fast_histogram(spec))
+
+    def _fast_histogram(self, spec: _instruments.InstrumentSpec) -> FastHistogram:
+        if self.fast is None:
+            raise OtelperfError("these providers have no plain-Python histograms")
+        return self.fast.histogram(spec.name, spec.unit, spec.description, buckets_for(spec))
 
     def _shutdown_calls(self) -> list[Callable[[], Any]]:
         calls: list[Callable[[], Any]] = []

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ValidationError
 from otelperf._errors import ConfigError, ConfigProblem
 from otelperf._redact import redact_text
 from otelperf.config._schema import SECRET_KEYS, Config
-from otelperf.config._yaml import MAX_CONFIG_BYTES, Document, Path, parse_yaml
+from otelperf.config._yaml import MAX_CONFIG_BYTES, Document, Path, dotted, parse_yaml
 
 __all__ = ["ConfigSource", "load_config"]
 
@@ -137,14 +137,7 @@ def _at(doc: Document, name: str, path: Path, message: str, *, key: bool) -> Con
     line = col = 0
     if pos is not None:
         line, col = (pos.line, pos.column) if key else (pos.value_line, pos.value_column)
-    return ConfigProblem(name, line, col, _dotted(path), message)
-
-
-def _dotted(path: Path) -> str:
-    out = ""
-    for part in path:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out
+    return ConfigProblem(name, line, col, dotted(path), message)
 
 
 def _yaml_type(value: object) -> str:

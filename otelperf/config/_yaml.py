@@ -35,6 +35,7 @@ __all__ = [
     "Document",
     "Path",
     "SubstitutionError",
+    "dotted",
     "parse_yaml",
     "substitute",
 ]
@@ -199,7 +200,7 @@ class _Builder:
     def problem(self, node: Node, path: Path, message: str) -> None:
         mark = node.start_mark
         self.problems.append(
-            ConfigProblem(self.source, mark.line + 1, mark.column + 1, _dotted(path), message)
+            ConfigProblem(self.source, mark.line + 1, mark.column + 1, dotted(path), message)
         )
 
     def build(self, node: Node, path: Path) -> Any:
@@ -328,7 +329,8 @@ def _bad_tag(tag: str) -> str:
     )
 
 
-def _dotted(path: Path) -> str:
+def dotted(path: Path) -> str:
+    """``caches.products.ttl`` / ``profiling.hooks[0].engine``: a key path as users write it."""
     out = ""
     for part in path:
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
@@ -388,7 +390,7 @@ def _expanded_size(root: Node, source: str) -> ConfigProblem | None:
     except _ExpansionError as refused:
         mark = refused.node.start_mark
         return ConfigProblem(
-            source, mark.line + 1, mark.column + 1, _dotted(refused.path), refused.message
+            source, mark.line + 1, mark.column + 1, dotted(refused.path), refused.message
         )
     return None
 

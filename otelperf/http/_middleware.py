@@ -127,10 +127,9 @@ class _Bound:
     """Instruments and counters of one telemetry generation (rebuilt if Perf restarts)."""
 
     def __init__(self, perf: Perf, owner: OtelperfMiddleware) -> None:
-        self.telemetry = perf._telemetry
+        telemetry = self.telemetry = perf._require()
         meter = perf.meter
         self.tracer = perf.tracer
-        telemetry = perf._require()
         self.duration = telemetry.histogram(meter, "http.server.request.duration")
         self.request_size = telemetry.histogram(meter, "http.server.request.body.size")
         self.response_size = telemetry.histogram(meter, "http.server.response.body.size")
@@ -144,21 +143,6 @@ class _Bound:
             _instruments.create(meter, "otelperf.http.slo.requests", [owner._observe_slo])
         if owner.compression_saved is not None:
             _instruments.create(meter, "otelperf.http.compression.saved", [owner._observe_saved])
-
-    def _observe_active(self, options: CallbackOptions) -> Iterable[Observation]:
-        return [
-            Observation(count, {HTTP_REQUEST_METHOD: method, URL_SCHEME: scheme})
-            for (method, scheme), count in list(self.active.items())
-        ]
-
-    def _observe_slo(self, options: CallbackOptions) -> Iterable[Observation]:
-        out = []
-        for (slo, result, route), count in list(self.slo.items()):
-            attrs = {"otelperf.slo": slo, "otelperf.slo.result": result}
-            if route is not None:
-                attrs[HTTP_ROUTE] = route
-            out.append(Observation(count, attrs))
-        return out
 
 
 class OtelperfMiddleware:
@@ -260,12 +244,21 @@ class OtelperfMiddleware:
             await self.app(scope, receive, send)
 
     def _observe_active(self, options: CallbackOptions) -> Iterable[Observation]:
-        bound = self._bound
-        return bound._observe_active(options) if bound is not None else []
+        active = self._bound.active if self._bound is not None else {}
+        return [
+            Observation(count, {HTTP_REQUEST_METHOD: method, URL_SCHEME: scheme})
+            for (method, scheme), count in list(active.items())
+        ]
 
     def _observe_slo(self, options: CallbackOptions) -> Iterable[Observation]:
-        bound = self._bound
-        return bound._observe_slo(options) if bound is not None else []
+        out = []
+        counts = self._bound.slo if self._bound is not None else {}
+        for (slo, result, route), count in list(counts.items()):
+            attrs = {"otelperf.slo": slo, "otelperf.slo.result": result}
+            if route is not None:
+                attrs[HTTP_ROUTE] = route
+            out.append(Observation(count, attrs))
+        return out
 
     def _observe_saved(self, options: CallbackOptions) -> Iterable[Observation]:
         return [
