@@ -4,7 +4,8 @@ A component is built from its config section when the Perf is created (no I/O, s
 decorators such as ``@perf.cached`` can be applied at import time), started in the
 lifespan startup with the telemetry it reports through, and stopped (closed,
 flushed) in the shutdown. Components use only the OpenTelemetry API objects given
-here, never the SDK and never each other.
+here, never the SDK and never each other; an operation that is over when it is
+reported is recorded through ``otelperf._spans.SpanRecorder``, which knows the SDK.
 """
 
 from __future__ import annotations

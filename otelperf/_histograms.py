@@ -54,6 +54,9 @@ MAX_SERIES = 2000
 
 _OVERFLOW_KEY = ("__otelperf_overflow__",)
 _OVERFLOW_ATTRS = {"otel.metric.overflow": True}
+_NO_ATTRIBUTES: dict[str, Any] = {}
+_KNOWN_KEYS = 256
+"""Attribute dicts whose series key :class:`ApiHistogram` remembers (then starts over)."""
 
 
 class HistogramRecorder(Protocol):
@@ -88,25 +91,38 @@ class SdkHistogram:
 class ApiHistogram:
     """A :class:`FastHistogram` behind the API's ``record(amount, attributes, context)``.
 
-    For components written against the OpenTelemetry API: the series key is the
-    attribute items (hashable values; anything else takes the SDK-like slow key), and
+    For otelperf's components, written against the OpenTelemetry API: the series key is
+    the attribute items (hashable values; anything else takes the SDK-like slow key), and
     the exemplar comes from the current span, as the SDK's trace-based filter does.
+    Components record with attribute dicts they never change afterwards.
     """
 
     def __init__(self, histogram: FastHistogram) -> None:
         self._histogram = histogram
+        self._keys: dict[int, tuple[Mapping[str, Any], Hashable]] = {}
 
     def record(
         self, amount: float, attributes: Mapping[str, Any] | None = None, context: Any = None
     ) -> None:
-        attrs = attributes or {}
+        attrs = attributes or _NO_ATTRIBUTES
+        # Components record with a few long-lived attribute dicts: the series key of each
+        # is remembered by identity (the entry holds the dict, so its id is not reused).
+        known = self._keys.get(id(attrs))
+        key = known[1] if known is not None and known[0] is attrs else self._key(attrs)
+        span_context = get_current_span(context).get_span_context()
+        self._histogram.record(amount, key, attrs, span_context)
+
+    def _key(self, attrs: Mapping[str, Any]) -> Hashable:
         key: Hashable = tuple(attrs.items())
         try:
             hash(key)
         except TypeError:  # a sequence-valued attribute
             key = repr(sorted(attrs.items()))
-        span_context = get_current_span(context).get_span_context()
-        self._histogram.record(amount, key, attrs, span_context)
+        if type(attrs) is dict:  # otelperf's own dicts, never changed once recorded with
+            if len(self._keys) >= _KNOWN_KEYS:
+                self._keys = {}
+            self._keys[id(attrs)] = (attrs, key)
+        return key
 
 
 class _Series:

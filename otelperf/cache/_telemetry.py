@@ -18,11 +18,12 @@ from typing import Any
 
 from opentelemetry.context import Context
 from opentelemetry.metrics import CallbackOptions, Observation
-from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer, get_current_span
+from opentelemetry.trace import SpanKind, Tracer, get_current_span
 
 from otelperf import _instruments
 from otelperf._component import ComponentTelemetry
 from otelperf._instruments import BYTES_BUCKETS, SECONDS_BUCKETS, InstrumentSpec
+from otelperf._spans import SpanRecorder
 
 __all__ = ["CacheTelemetry"]
 
@@ -154,6 +155,7 @@ class CacheTelemetry:
         self.entries: Callable[[], int] | None = None
         self.breaker_state: Callable[[], int] | None = None
         self.tracer: Tracer | None = None
+        self._spans: SpanRecorder | None = None
         self._duration: Any = None
         self._size: Any = None
         self._origin: Any = None
@@ -180,6 +182,7 @@ class CacheTelemetry:
             _instruments.create(meter, "otelperf.cache.entries", [self._observe_entries])
         if self.breaker_state is not None:
             _instruments.create(meter, "otelperf.cache.breaker.state", [self._observe_breaker])
+        self._spans = SpanRecorder(telemetry.tracer)
         self.tracer = telemetry.tracer
 
     def flush(self) -> None:
@@ -252,19 +255,15 @@ class CacheTelemetry:
         self, op: str, start_ns: int, end_ns: int, ctx: Context | None, hit: bool | None, key: str
     ) -> None:
         """A span for an in-memory operation (only when the config asks for them)."""
-        tracer = self.tracer
-        if tracer is None or not _sampled_parent(ctx):
+        spans = self._spans
+        if spans is None or not _sampled_parent(ctx):
             return
         attrs: dict[str, Any] = {"cache.name": self.name, "cache.tier": "memory"}
         if hit is not None:
             attrs["cache.hit"] = hit
         if self.record_keys:
             attrs["cache.key"] = key
-        span = tracer.start_span(
-            f"cache.{op}", context=ctx, kind=SpanKind.INTERNAL, attributes=attrs,
-            start_time=start_ns,
-        )  # fmt: skip
-        span.end(end_time=end_ns)
+        spans.record(f"cache.{op}", SpanKind.INTERNAL, attrs, start_ns, end_ns, ctx)
 
     def _flush_safely(self) -> None:
         try:
@@ -293,8 +292,8 @@ class CacheTelemetry:
         error: str | None,
         key: str | None,
     ) -> None:
-        tracer = self.tracer
-        if tracer is None:
+        spans = self._spans
+        if spans is None:
             return
         self._duration.record(duration, self._attrs(op, error), context=ctx)
         if op == "set" and size is not None and error is None:
@@ -310,13 +309,8 @@ class CacheTelemetry:
             attrs["cache.key"] = key
         if error is not None:
             attrs["error.type"] = error
-        span = tracer.start_span(
-            f"cache.{op}", context=ctx, kind=SpanKind.CLIENT, attributes=attrs,
-            start_time=start_ns,
-        )  # fmt: skip
-        if error is not None:
-            span.set_status(Status(StatusCode.ERROR, error))
-        span.end(end_time=start_ns + int(duration * _NS))
+        end_ns = start_ns + int(duration * _NS)
+        spans.record(f"cache.{op}", SpanKind.CLIENT, attrs, start_ns, end_ns, ctx, error)
 
     # --- observable callbacks --------------------------------------------------
 

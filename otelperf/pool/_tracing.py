@@ -15,9 +15,10 @@ class, never by its message (PostgreSQL messages quote values: ``Key (email)=(..
 from __future__ import annotations
 
 import logging
-from time import perf_counter
+from time import perf_counter, time_ns
 from typing import Any
 
+from opentelemetry.context import Context, get_current
 from opentelemetry.metrics import Meter
 from opentelemetry.semconv.attributes.db_attributes import (
     DB_NAMESPACE,
@@ -30,9 +31,10 @@ from opentelemetry.semconv.attributes.db_attributes import (
 )
 from opentelemetry.semconv.attributes.error_attributes import ERROR_TYPE
 from opentelemetry.semconv.attributes.server_attributes import SERVER_ADDRESS, SERVER_PORT
-from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
+from opentelemetry.trace import SpanKind, Tracer
 
 from otelperf import _instruments
+from otelperf._spans import SpanRecorder
 from otelperf.pool._config import Target
 from otelperf.pool._metrics import OPERATION_DURATION
 from otelperf.pool._sql import QueryShape, analyze
@@ -45,8 +47,9 @@ SYSTEM = "postgresql"
 CACHE_SIZE = 2048
 """Distinct query texts remembered; the cache starts over when full."""
 
-Operation = tuple[Span, "_Shape", float]
-"""What :meth:`QueryTelemetry.begin` hands to ``end``/``fail``: span, shape, start."""
+Operation = tuple["_Shape", dict[str, Any], Context, int, float]
+"""What :meth:`QueryTelemetry.begin` hands to ``end``/``fail``: shape, span attributes,
+the context the query ran in, start (ns since the epoch) and start (perf_counter)."""
 
 
 class _Shape:
@@ -86,7 +89,7 @@ class QueryTelemetry:
     def __init__(
         self, tracer: Tracer, meter: Meter, target: Target, *, record_statements: bool
     ) -> None:
-        self._tracer = tracer
+        self._spans = SpanRecorder(tracer)
         self._duration = _instruments.create(meter, OPERATION_DURATION)
         self._record_statements = record_statements
         base: dict[str, Any] = {DB_SYSTEM_NAME: SYSTEM}
@@ -107,48 +110,44 @@ class QueryTelemetry:
     # --- the hot path ---------------------------------------------------------
 
     def begin(self, query: object, context: Any = None) -> Operation | None:
-        """Start the span of one operation on ``query``; None if telemetry failed."""
+        """Note the start of one operation on ``query``; None if telemetry failed."""
         try:
             try:
                 shape = self._shapes[query]
             except (KeyError, TypeError):  # new text, or an unhashable sql.Composed
                 shape = self._shape(query, context)
-            span = self._tracer.start_span(
-                shape.name, kind=SpanKind.CLIENT, attributes=shape.span_attributes
-            )
-            return (span, shape, perf_counter())
+            return (shape, shape.span_attributes, get_current(), time_ns(), perf_counter())
         except Exception:
             self._failed("begin")
             return None
 
     def begin_batch(self, query: object, size: int | None, context: Any = None) -> Operation | None:
-        """Start the span of an ``executemany`` of ``size`` parameter sets (None: unknown)."""
+        """Note the start of an ``executemany`` of ``size`` parameter sets (None: unknown)."""
         try:
             try:
                 shape = self._shapes[query]
             except (KeyError, TypeError):
                 shape = self._shape(query, context)
+            attributes = shape.span_attributes
             if size is None or size != 1:  # one parameter set is not a batch
                 shape = self._batch(shape, size)
-            span = self._tracer.start_span(
-                shape.name, kind=SpanKind.CLIENT, attributes=shape.span_attributes
-            )
-            if size is not None and size != 1:
-                span.set_attribute(DB_OPERATION_BATCH_SIZE, size)
-            return (span, shape, perf_counter())
+                attributes = shape.span_attributes
+                if size is not None:
+                    attributes = {**attributes, DB_OPERATION_BATCH_SIZE: size}
+            return (shape, attributes, get_current(), time_ns(), perf_counter())
         except Exception:
             self._failed("begin")
             return None
 
     def end(self, operation: Operation | None) -> None:
-        """The operation succeeded."""
+        """The operation succeeded: its span and duration point."""
         if operation is None:
             return
-        span, shape, started = operation
+        shape, attributes, ctx, start_ns, started = operation
         elapsed = perf_counter() - started
         try:
-            span.end()
-            self._duration.record(elapsed, shape.metric_attributes)
+            self._spans.record(shape.name, SpanKind.CLIENT, attributes, start_ns, None, ctx)
+            self._duration.record(elapsed, shape.metric_attributes, context=ctx)
         except Exception:
             self._failed("end")
 
@@ -156,7 +155,7 @@ class QueryTelemetry:
         """The operation raised ``error``."""
         if operation is None:
             return
-        span, shape, started = operation
+        shape, attributes, ctx, start_ns, started = operation
         elapsed = perf_counter() - started
         try:
             status = getattr(error, "sqlstate", None)
@@ -169,12 +168,13 @@ class QueryTelemetry:
                 error_type = (
                     cls.__qualname__ if module == "builtins" else f"{module}.{cls.__qualname__}"
                 )
-            span.set_attribute(ERROR_TYPE, error_type)
+            attributes = {**attributes, ERROR_TYPE: error_type}
             if status is not None:
-                span.set_attribute(DB_RESPONSE_STATUS_CODE, status)
-            span.set_status(Status(StatusCode.ERROR, error_type))
-            span.end()
-            self._duration.record(elapsed, shape.error_attributes(error_type, status))
+                attributes[DB_RESPONSE_STATUS_CODE] = status
+            self._spans.record(
+                shape.name, SpanKind.CLIENT, attributes, start_ns, None, ctx, error_type
+            )
+            self._duration.record(elapsed, shape.error_attributes(error_type, status), context=ctx)
         except Exception:
             self._failed("fail")
 

@@ -1,0 +1,235 @@
+"""Spans for operations that are already over: recorded whole, without a live SDK span.
+
+A cache's Redis read or a pool's query gets a client span whose start and end are
+known by the time it is reported, and which never becomes the current span (nothing
+runs inside it). The SDK's way to report one (``start_span`` then ``end``) builds a
+live, lockable span, cleans its attributes one by one, then copies it into a
+``ReadableSpan`` for the processors; on a busy machine that costs 15-40 µs, as much
+as the Redis read itself.
+
+:class:`SpanRecorder` builds that ``ReadableSpan`` directly and hands it to the
+provider's processors, doing what ``Tracer.start_span`` does that shows in the
+exported span (the provider's sampler with its attributes and trace state, its id
+generator, the random-trace-id flag, its resource and scope, a tracer disabled by the
+provider's configurator). It does so only when nothing could tell the difference:
+every processor's ``on_start``/``_on_ending`` is the SDK's no-op (batch and simple
+processors), attribute limits cannot bite, the SDK's own span metrics are off. In
+every other case, and for any tracer that is not the SDK's, it takes the SDK's path.
+The processor list is re-checked whenever the provider gains a processor.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from time import time_ns
+from typing import Any
+
+from opentelemetry.context import Context
+from opentelemetry.trace import (
+    SpanContext,
+    SpanKind,
+    Status,
+    StatusCode,
+    TraceFlags,
+    Tracer,
+    get_current_span,
+)
+
+__all__ = ["SpanRecorder"]
+
+_UNSET = Status(StatusCode.UNSET)
+_NOTHING = object()
+_FLAGS = {bits: TraceFlags(bits) for bits in range(4)}  # sampled x random trace id
+
+try:  # the SDK is a dependency, but a tracer handed in may come from elsewhere
+    from opentelemetry.sdk.trace import (
+        ConcurrentMultiSpanProcessor,
+        ReadableSpan,
+        SpanProcessor,
+        SynchronousMultiSpanProcessor,
+    )
+    from opentelemetry.sdk.trace import Tracer as SdkTracer
+    from opentelemetry.sdk.trace._tracer_metrics import NoOpTracerMetrics
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
+    from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, ParentBased
+
+    _MULTI: tuple[type, ...] = (SynchronousMultiSpanProcessor, ConcurrentMultiSpanProcessor)
+    _QUIET_STARTS = frozenset(
+        cls.__dict__["on_start"] for cls in (SpanProcessor, BatchSpanProcessor, SimpleSpanProcessor)
+    )
+    _QUIET_ENDINGS = frozenset(
+        cls.__dict__["_on_ending"]
+        for cls in (SpanProcessor, BatchSpanProcessor, SimpleSpanProcessor)
+    )
+    _PARENT_BASED = all(  # the fields the shortcut reads; another SDK: ask the sampler
+        hasattr(ParentBased(ALWAYS_ON), field)
+        for field in (
+            "_remote_parent_sampled",
+            "_local_parent_sampled",
+            "_remote_parent_not_sampled",
+            "_local_parent_not_sampled",
+        )
+    )
+except (ImportError, KeyError):  # pragma: no cover - an SDK without these names
+    SdkTracer = None  # type: ignore[assignment,misc]
+
+
+def _quiet(processor: object) -> bool:
+    """Whether ``processor`` looks at spans only once they have ended."""
+    cls = type(processor)
+    return (
+        getattr(cls, "on_start", None) in _QUIET_STARTS
+        and getattr(cls, "_on_ending", None) in _QUIET_ENDINGS
+    )
+
+
+class SpanRecorder:
+    """Records finished operations as spans of ``tracer``.
+
+    ``record`` is the whole API: name, kind, attributes, start and end (ns since the
+    epoch), the context the operation ran in (None: the current one) and, for a failed
+    operation, the error type put in the span's status. The span may keep the attribute
+    mapping itself (callers pass dicts they never change afterwards).
+    """
+
+    __slots__ = ("_checked", "_direct", "_max_attributes", "_tracer")
+
+    def __init__(self, tracer: Tracer) -> None:
+        self._tracer = tracer
+        self._direct = False
+        self._checked: object = _NOTHING
+        self._max_attributes = -1
+        if SdkTracer is None or not isinstance(tracer, SdkTracer):
+            return
+        try:
+            limits = tracer._span_limits
+            metrics_off = type(tracer._tracer_metrics) is NoOpTracerMetrics
+            tracer._tracer_config.is_enabled  # noqa: B018 - present in the SDKs we know
+            tracer._instrumentation_scope  # noqa: B018
+        except AttributeError:  # pragma: no cover - another SDK version: its own path
+            return
+        if not metrics_off or limits.max_attribute_length is not None:
+            return
+        most = limits.max_span_attributes
+        self._max_attributes = 1 << 30 if most is None else most
+        self._direct = True
+
+    @property
+    def direct(self) -> bool:
+        """Whether spans currently skip the live-span machinery (for tests and benchmarks)."""
+        return self._processors() is not None
+
+    def record(
+        self,
+        name: str,
+        kind: SpanKind,
+        attributes: Mapping[str, Any],
+        start_ns: int,
+        end_ns: int | None = None,
+        context: Context | None = None,
+        error: str | None = None,
+    ) -> None:
+        """Report one operation that ran from ``start_ns`` to ``end_ns`` (None: now)."""
+        if end_ns is None:
+            end_ns = time_ns()
+        tracer: Any = self._tracer
+        if self._direct and len(attributes) <= self._max_attributes:
+            processor = tracer.span_processor
+            if getattr(processor, "_span_processors", None) is not self._checked:
+                processor = self._processors()
+        else:
+            processor = None
+        if processor is None:
+            self._through_sdk(name, kind, attributes, start_ns, end_ns, context, error)
+            return
+        if not tracer._tracer_config.is_enabled:
+            return
+        parent: SpanContext | None = get_current_span(context).get_span_context()
+        id_generator = tracer.id_generator
+        if parent is None or not parent.is_valid:
+            parent = None
+            trace_id = id_generator.generate_trace_id()
+            random_id = id_generator.is_trace_id_random()
+        else:
+            trace_id = parent.trace_id
+            random_id = parent.trace_flags.random_trace_id
+        sampler = tracer.sampler
+        delegate = None
+        if parent is not None and type(sampler) is ParentBased and _PARENT_BASED:
+            if parent.trace_flags.sampled:
+                remote, local = sampler._remote_parent_sampled, sampler._local_parent_sampled
+            else:
+                remote, local = (
+                    sampler._remote_parent_not_sampled,
+                    sampler._local_parent_not_sampled,
+                )
+            delegate = remote if parent.is_remote else local
+        if delegate is ALWAYS_ON:  # what ParentBased decides, without asking it
+            assert parent is not None
+            flags = TraceFlags.SAMPLED
+            trace_state = parent.trace_state
+        elif delegate is ALWAYS_OFF:
+            return
+        else:
+            sampled = sampler.should_sample(context, trace_id, name, kind, attributes, ())
+            decision = sampled.decision
+            if not decision.is_recording():
+                return
+            flags = TraceFlags.SAMPLED if decision.is_sampled() else TraceFlags.DEFAULT
+            trace_state = sampled.trace_state
+            attributes = sampled.attributes
+        if random_id:
+            flags |= TraceFlags.RANDOM_TRACE_ID
+        span_context = SpanContext(
+            trace_id,
+            id_generator.generate_span_id(),
+            is_remote=False,
+            trace_flags=_FLAGS[flags],
+            trace_state=trace_state,
+        )
+        span = ReadableSpan(
+            name,
+            span_context,
+            parent,
+            tracer.resource,
+            attributes,
+            kind=kind,
+            instrumentation_info=tracer.instrumentation_info,
+            status=_UNSET if error is None else Status(StatusCode.ERROR, error),
+            start_time=start_ns,
+            end_time=end_ns,
+            instrumentation_scope=tracer._instrumentation_scope,
+        )
+        processor.on_end(span)
+
+    def _processors(self) -> Any:
+        """The provider's processor, when every processor in it is quiet; else None."""
+        if not self._direct:
+            return None
+        processor: Any = self._tracer.span_processor  # type: ignore[attr-defined]
+        members = getattr(processor, "_span_processors", None)
+        if members is self._checked:
+            return processor
+        if not isinstance(processor, _MULTI) or not isinstance(members, tuple):
+            return None
+        if not all(_quiet(member) for member in members):
+            return None
+        self._checked = members  # the provider replaces the tuple when one is added
+        return processor
+
+    def _through_sdk(
+        self,
+        name: str,
+        kind: SpanKind,
+        attributes: Mapping[str, Any],
+        start_ns: int,
+        end_ns: int,
+        context: Context | None,
+        error: str | None,
+    ) -> None:
+        span = self._tracer.start_span(
+            name, context=context, kind=kind, attributes=attributes, start_time=start_ns
+        )
+        if error is not None:
+            span.set_status(Status(StatusCode.ERROR, error))
+        span.end(end_time=end_ns)
