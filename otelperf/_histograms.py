@@ -56,7 +56,7 @@ _OVERFLOW_KEY = ("__otelperf_overflow__",)
 _OVERFLOW_ATTRS = {"otel.metric.overflow": True}
 _NO_ATTRIBUTES: dict[str, Any] = {}
 _KNOWN_KEYS = 256
-"""Attribute dicts whose series key :class:`ApiHistogram` remembers (then starts over)."""
+"""Attribute dicts whose series :class:`ApiHistogram` remembers (then starts over)."""
 
 
 class HistogramRecorder(Protocol):
@@ -99,30 +99,33 @@ class ApiHistogram:
 
     def __init__(self, histogram: FastHistogram) -> None:
         self._histogram = histogram
-        self._keys: dict[int, tuple[Mapping[str, Any], Hashable]] = {}
+        self._bound: dict[int, tuple[Mapping[str, Any], _Series]] = {}
 
     def record(
         self, amount: float, attributes: Mapping[str, Any] | None = None, context: Any = None
     ) -> None:
+        if not amount >= 0.0:  # negative or NaN: refused, as FastHistogram.record does
+            return
         attrs = attributes or _NO_ATTRIBUTES
-        # Components record with a few long-lived attribute dicts: the series key of each
-        # is remembered by identity (the entry holds the dict, so its id is not reused).
-        known = self._keys.get(id(attrs))
-        key = known[1] if known is not None and known[0] is attrs else self._key(attrs)
+        # Components record with a few long-lived attribute dicts: the series of each is
+        # remembered by the dict's identity (the entry holds the dict: its id stays its own).
+        bound = self._bound.get(id(attrs))
+        series = bound[1] if bound is not None and bound[0] is attrs else self._bind(attrs)
         span_context = get_current_span(context).get_span_context()
-        self._histogram.record(amount, key, attrs, span_context)
+        self._histogram.add(series, amount, span_context)
 
-    def _key(self, attrs: Mapping[str, Any]) -> Hashable:
+    def _bind(self, attrs: Mapping[str, Any]) -> _Series:
         key: Hashable = tuple(attrs.items())
         try:
             hash(key)
         except TypeError:  # a sequence-valued attribute
             key = repr(sorted(attrs.items()))
+        series = self._histogram.series(key, attrs)
         if type(attrs) is dict:  # otelperf's own dicts, never changed once recorded with
-            if len(self._keys) >= _KNOWN_KEYS:
-                self._keys = {}
-            self._keys[id(attrs)] = (attrs, key)
-        return key
+            if len(self._bound) >= _KNOWN_KEYS:
+                self._bound = {}
+            self._bound[id(attrs)] = (attrs, series)
+        return series
 
 
 class _Series:
@@ -169,15 +172,29 @@ class FastHistogram:
         """Add ``value`` to series ``key``; an exemplar when the current span is sampled."""
         if not value >= 0.0:  # negative or NaN: a histogram of durations/sizes refuses it
             return
-        index = bisect_left(self.boundaries, value)
+        series = self._series.get(key)
+        if series is None:
+            series = self.series(key, attributes)
+        self.add(series, value, span_context)
+
+    def series(self, key: Hashable, attributes: Mapping[str, Any]) -> _Series:
+        """The series of ``key`` (the overflow series once there are too many)."""
         with self._lock:
             series = self._series.get(key)
             if series is None:
                 series = self._new_series(key, attributes)
+        return series
+
+    def add(self, series: _Series, value: float, span_context: SpanContext | None) -> None:
+        """Add ``value`` (>= 0) to ``series``, one of this histogram's."""
+        index = bisect_left(self.boundaries, value)
+        with self._lock:
             series.count += 1
             series.sum += value
-            series.min = min(series.min, value)
-            series.max = max(series.max, value)
+            if value < series.min:
+                series.min = value
+            if value > series.max:
+                series.max = value
             series.counts[index] += 1
             if (
                 self._exemplars

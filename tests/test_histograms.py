@@ -209,3 +209,64 @@ def test_component_histograms_take_the_fast_path_through_perf(postgres_dsn: str)
                 await perf.ashutdown()
 
         asyncio.run(drive())
+
+
+def _series_counts(hist: FastHistogram) -> dict[tuple[Any, ...], int]:
+    metric = hist.collect(1)
+    assert metric is not None
+    points: list[Any] = list(metric.data.data_points)
+    return {tuple(sorted((p.attributes or {}).items())): p.count for p in points}
+
+
+def test_api_histogram_one_series_per_attribute_set() -> None:
+    """Equal attribute dicts, remembered or new, land in one series with every value counted."""
+    from otelperf._histograms import ApiHistogram
+
+    hist = FastHistogram("h", "s", "d", BOUNDS)
+    api = ApiHistogram(hist)
+    attrs = {"db.system.name": "postgresql", "db.operation.name": "SELECT"}
+    for _ in range(1000):
+        api.record(0.01, attrs)
+    api.record(0.02, dict(attrs))  # equal content, another dict
+    api.record(0.03, {"db.system.name": "postgresql"})
+    assert _series_counts(hist) == {
+        (("db.operation.name", "SELECT"), ("db.system.name", "postgresql")): 1001,
+        (("db.system.name", "postgresql"),): 1,
+    }
+
+
+def test_api_histogram_forgets_bindings_but_not_values() -> None:
+    """Past the remembered-dict limit bindings start over; no value goes to a wrong series."""
+    from types import MappingProxyType
+
+    from otelperf._histograms import _KNOWN_KEYS, ApiHistogram
+
+    hist = FastHistogram("h", "s", "d", BOUNDS)
+    api = ApiHistogram(hist)
+    dicts = [{"n": i % 10} for i in range(_KNOWN_KEYS * 3)]
+    for d in dicts:
+        api.record(0.01, d)
+    api.record(0.01, MappingProxyType({"n": 0}))  # a read-only view: recorded, not remembered
+    assert len(api._bound) <= _KNOWN_KEYS
+    assert all(isinstance(v[0], dict) for v in api._bound.values())
+    counts = _series_counts(hist)
+    assert counts[(("n", 0),)] == len([d for d in dicts if d["n"] == 0]) + 1
+    assert sum(counts.values()) == len(dicts) + 1
+
+
+def test_api_histogram_exemplar_from_the_current_span() -> None:
+    """A point recorded under a sampled span keeps that span as its bucket's exemplar."""
+    from otelperf._histograms import ApiHistogram
+
+    tracer = TracerProvider().get_tracer("t")
+    hist = FastHistogram("h", "s", "d", BOUNDS)
+    api = ApiHistogram(hist)
+    with tracer.start_as_current_span("x") as span:
+        api.record(0.02, {"a": 1})
+    api.record(-1.0, {"a": 1})  # refused, as the SDK refuses it
+    metric = hist.collect(1)
+    assert metric is not None
+    (point,) = metric.data.data_points
+    assert point.count == 1  # type: ignore[union-attr]
+    (exemplar,) = point.exemplars
+    assert exemplar.span_id == span.get_span_context().span_id
