@@ -15,7 +15,9 @@ provider's configurator). It does so only when nothing could tell the difference
 every processor's ``on_start``/``_on_ending`` is the SDK's no-op (batch and simple
 processors), attribute limits cannot bite, the SDK's own span metrics are off. In
 every other case, and for any tracer that is not the SDK's, it takes the SDK's path.
-The processor list is re-checked whenever the provider gains a processor.
+The processor list is re-checked whenever the provider gains a processor. On the SDK's
+path the span starts (``on_start``) when the operation is reported, with its real,
+earlier start time.
 """
 
 from __future__ import annotations
@@ -108,7 +110,8 @@ class SpanRecorder:
             tracer._instrumentation_scope  # noqa: B018
         except AttributeError:  # pragma: no cover - another SDK version: its own path
             return
-        if not metrics_off or limits.max_attribute_length is not None:
+        # The span value-length limit defaults to the general one: None means no cut at all.
+        if not metrics_off or limits.max_span_attribute_length is not None:
             return
         most = limits.max_span_attributes
         self._max_attributes = 1 << 30 if most is None else most
@@ -177,6 +180,9 @@ class SpanRecorder:
                 return
             flags = TraceFlags.SAMPLED if decision.is_sampled() else TraceFlags.DEFAULT
             trace_state = sampled.trace_state
+            if len(sampled.attributes) > self._max_attributes:  # the sampler added too many
+                self._through_sdk(name, kind, attributes, start_ns, end_ns, context, error)
+                return
             attributes = sampled.attributes
         if random_id:
             flags |= TraceFlags.RANDOM_TRACE_ID

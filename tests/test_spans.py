@@ -349,3 +349,26 @@ def test_no_context_means_the_current_one() -> None:
     parent = trace.get_current_span(ctx).get_span_context()
     assert span.parent == parent
     assert span.context.trace_id == parent.trace_id
+
+
+def test_span_only_length_limit_is_applied(monkeypatch: pytest.MonkeyPatch) -> None:
+    """OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT alone still cuts values, as the SDK does."""
+    monkeypatch.setenv("OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT", "4")
+    provider, exporter = _provider()
+    recorder = SpanRecorder(provider.get_tracer("t"))
+    assert not recorder.direct
+    recorder.record("q", SpanKind.CLIENT, {"db.query.text": "SELECT 1"}, 1, 2, _parent())
+    (span,) = exporter.get_finished_spans()
+    assert span.attributes == {"db.query.text": "SELE"}
+
+
+def test_sampler_attributes_past_the_count_limit_are_dropped() -> None:
+    """Attributes a sampler adds beyond the count limit are dropped by the SDK, not kept."""
+    provider, exporter = _provider(TaggingSampler(), span_limits=SpanLimits(max_span_attributes=3))
+    recorder = SpanRecorder(provider.get_tracer("t"))
+    assert recorder.direct
+    recorder.record("q", SpanKind.CLIENT, ATTRS, 1, 2, _parent())
+    (span,) = exporter.get_finished_spans()
+    assert span.attributes is not None
+    assert len(span.attributes) == 3
+    assert span.dropped_attributes == 1

@@ -263,7 +263,10 @@ class CacheTelemetry:
             attrs["cache.hit"] = hit
         if self.record_keys:
             attrs["cache.key"] = key
-        spans.record(f"cache.{op}", SpanKind.INTERNAL, attrs, start_ns, end_ns, ctx)
+        try:
+            spans.record(f"cache.{op}", SpanKind.INTERNAL, attrs, start_ns, end_ns, ctx)
+        except Exception as exc:  # a sampler or processor of the app's failed: not our call's
+            self.log_once("telemetry", "recording telemetry failed: %s", exc)
 
     def _flush_safely(self) -> None:
         try:
@@ -281,7 +284,13 @@ class CacheTelemetry:
             self._op_attrs[key] = attrs
         return attrs
 
-    def _record(
+    def _record(self, *item: Any) -> None:
+        try:
+            self._emit(*item)
+        except Exception as exc:  # a sampler or processor of the app's failed: not our call's
+            self.log_once("telemetry", "recording telemetry failed: %s", exc)
+
+    def _emit(
         self,
         op: str,
         start_ns: int,

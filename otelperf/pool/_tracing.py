@@ -55,7 +55,15 @@ the context the query ran in, start (ns since the epoch) and start (perf_counter
 class _Shape:
     """Span name and attribute dicts for one query text (and its failures)."""
 
-    __slots__ = ("errors", "metric_attributes", "name", "operation", "span_attributes", "summary")
+    __slots__ = (
+        "batch",
+        "errors",
+        "metric_attributes",
+        "name",
+        "operation",
+        "span_attributes",
+        "summary",
+    )
 
     def __init__(
         self,
@@ -71,6 +79,8 @@ class _Shape:
         self.span_attributes = span_attributes
         self.metric_attributes = metric_attributes
         self.errors: dict[str, dict[str, Any]] = {}
+        self.batch: _Shape | None = None
+        """The shape of an ``executemany`` of this text, made on first use."""
 
     def error_attributes(self, error_type: str, status: str | None) -> dict[str, Any]:
         attributes = self.errors.get(error_type)
@@ -130,7 +140,7 @@ class QueryTelemetry:
                 shape = self._shape(query, context)
             attributes = shape.span_attributes
             if size is None or size != 1:  # one parameter set is not a batch
-                shape = self._batch(shape, size)
+                shape = shape.batch or self._batch(shape)
                 attributes = shape.span_attributes
                 if size is not None:
                     attributes = {**attributes, DB_OPERATION_BATCH_SIZE: size}
@@ -204,14 +214,16 @@ class QueryTelemetry:
         name = parsed.summary or parsed.operation or self._fallback_name
         return _Shape(name, parsed.operation, parsed.summary, span_attributes, metric_attributes)
 
-    def _batch(self, shape: _Shape, size: int | None) -> _Shape:
+    def _batch(self, shape: _Shape) -> _Shape:
         operation = f"BATCH {shape.operation}" if shape.operation else "BATCH"
         summary = f"BATCH {shape.summary}" if shape.summary else None
         span_attributes = {**shape.span_attributes, DB_OPERATION_NAME: operation}
         if summary is not None:
             span_attributes[DB_QUERY_SUMMARY] = summary
         metric_attributes = {**shape.metric_attributes, DB_OPERATION_NAME: operation}
-        return _Shape(summary or operation, operation, summary, span_attributes, metric_attributes)
+        batch = _Shape(summary or operation, operation, summary, span_attributes, metric_attributes)
+        shape.batch = batch
+        return batch
 
     def _failed(self, where: str) -> None:
         self.errors += 1
