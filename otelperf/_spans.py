@@ -53,7 +53,12 @@ try:  # the SDK is a dependency, but a tracer handed in may come from elsewhere
     from opentelemetry.sdk.trace import Tracer as SdkTracer
     from opentelemetry.sdk.trace._tracer_metrics import NoOpTracerMetrics
     from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
-    from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, ParentBased
+    from opentelemetry.sdk.trace.sampling import (
+        ALWAYS_OFF,
+        ALWAYS_ON,
+        ParentBased,
+        TraceIdRatioBased,
+    )
 
     _MULTI: tuple[type, ...] = (SynchronousMultiSpanProcessor, ConcurrentMultiSpanProcessor)
     _QUIET_STARTS = frozenset(
@@ -63,9 +68,11 @@ try:  # the SDK is a dependency, but a tracer handed in may come from elsewhere
         cls.__dict__["_on_ending"]
         for cls in (SpanProcessor, BatchSpanProcessor, SimpleSpanProcessor)
     )
-    _PARENT_BASED = all(  # the fields the shortcut reads; another SDK: ask the sampler
+    _PARENT_BASED = hasattr(TraceIdRatioBased, "TRACE_ID_LIMIT") and all(
+        # the fields the shortcut reads; another SDK: ask the sampler
         hasattr(ParentBased(ALWAYS_ON), field)
         for field in (
+            "_root",
             "_remote_parent_sampled",
             "_local_parent_sampled",
             "_remote_parent_not_sampled",
@@ -157,20 +164,25 @@ class SpanRecorder:
             trace_id = parent.trace_id
             random_id = parent.trace_flags.random_trace_id
         sampler = tracer.sampler
-        delegate = None
-        if parent is not None and type(sampler) is ParentBased and _PARENT_BASED:
-            if parent.trace_flags.sampled:
+        delegate: Any = None
+        if type(sampler) is ParentBased and _PARENT_BASED:
+            if parent is None:
+                delegate = sampler._root
+                if type(delegate) is TraceIdRatioBased:  # its rule, on the id just made
+                    limit = TraceIdRatioBased.TRACE_ID_LIMIT
+                    delegate = ALWAYS_ON if trace_id & limit < delegate.bound else ALWAYS_OFF
+            elif parent.trace_flags.sampled:
                 remote, local = sampler._remote_parent_sampled, sampler._local_parent_sampled
+                delegate = remote if parent.is_remote else local
             else:
                 remote, local = (
                     sampler._remote_parent_not_sampled,
                     sampler._local_parent_not_sampled,
                 )
-            delegate = remote if parent.is_remote else local
+                delegate = remote if parent.is_remote else local
         if delegate is ALWAYS_ON:  # what ParentBased decides, without asking it
-            assert parent is not None
             flags = TraceFlags.SAMPLED
-            trace_state = parent.trace_state
+            trace_state = None if parent is None else parent.trace_state
         elif delegate is ALWAYS_OFF:
             return
         else:

@@ -20,6 +20,7 @@ from opentelemetry.sdk.trace.export import (
     SpanExportResult,
 )
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.id_generator import IdGenerator
 from opentelemetry.sdk.trace.sampling import (
     ALWAYS_OFF,
     ALWAYS_ON,
@@ -372,3 +373,43 @@ def test_sampler_attributes_past_the_count_limit_are_dropped() -> None:
     assert span.attributes is not None
     assert len(span.attributes) == 3
     assert span.dropped_attributes == 1
+
+
+class ListedIds(IdGenerator):
+    """Trace ids from a list (then again from its start), span ids counting up."""
+
+    def __init__(self, trace_ids: list[int]) -> None:
+        self.trace_ids = trace_ids
+        self.next_trace = 0
+        self.next_span = 0
+
+    def generate_trace_id(self) -> int:
+        trace_id = self.trace_ids[self.next_trace % len(self.trace_ids)]
+        self.next_trace += 1
+        return trace_id
+
+    def generate_span_id(self) -> int:
+        self.next_span += 1
+        return self.next_span
+
+
+@pytest.mark.parametrize("rate", [0.0, 0.25, 0.5, 1.0])
+def test_root_ratio_decisions_equal_the_samplers(rate: float) -> None:
+    """For the same trace ids, root spans are kept or dropped exactly as the SDK decides."""
+    trace_ids = [random.getrandbits(128) or 1 for _ in range(400)]
+    ours, theirs = ListedIds(trace_ids), ListedIds(trace_ids)
+    sampler = ParentBased(TraceIdRatioBased(rate))
+    provider, exporter = _provider(sampler, id_generator=ours)
+    sdk_provider, sdk_exporter = _provider(sampler, id_generator=theirs)
+    recorder = SpanRecorder(provider.get_tracer("t"))
+    assert recorder.direct
+    for _ in trace_ids:
+        recorder.record("q", SpanKind.CLIENT, ATTRS, 1, 2)
+        _sdk(sdk_provider.get_tracer("t"), "q", ATTRS, 1, 2, None, None)
+    kept = [s.context.trace_id for s in exporter.get_finished_spans()]
+    assert kept == [s.context.trace_id for s in sdk_exporter.get_finished_spans()]
+    expected = {0.0: 0, 1.0: len(trace_ids)}.get(rate)
+    if expected is not None:
+        assert len(kept) == expected
+    else:
+        assert 0 < len(kept) < len(trace_ids)
