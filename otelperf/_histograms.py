@@ -23,6 +23,7 @@ from bisect import bisect_left
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from typing import Any, Protocol
 
+from opentelemetry.context import get_current
 from opentelemetry.sdk.metrics._internal.exemplar import Exemplar
 from opentelemetry.sdk.metrics.export import (
     AggregationTemporality,
@@ -36,7 +37,9 @@ from opentelemetry.sdk.metrics.export import (
 )
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
-from opentelemetry.trace import SpanContext, get_current_span
+from opentelemetry.trace import INVALID_SPAN, SpanContext, get_current_span
+
+from otelperf._spans import SPAN_KEY
 
 __all__ = [
     "ApiHistogram",
@@ -99,7 +102,7 @@ class ApiHistogram:
 
     def __init__(self, histogram: FastHistogram) -> None:
         self._histogram = histogram
-        self._bound: dict[int, tuple[Mapping[str, Any], _Series]] = {}
+        self._local = threading.local()
 
     def record(
         self, amount: float, attributes: Mapping[str, Any] | None = None, context: Any = None
@@ -107,12 +110,23 @@ class ApiHistogram:
         if not amount >= 0.0:  # negative or NaN: refused, as FastHistogram.record does
             return
         attrs = attributes or _NO_ATTRIBUTES
-        # Components record with a few long-lived attribute dicts: the series of each is
-        # remembered by the dict's identity (the entry holds the dict: its id stays its own).
-        bound = self._bound.get(id(attrs))
-        series = bound[1] if bound is not None and bound[0] is attrs else self._bind(attrs)
-        span_context = get_current_span(context).get_span_context()
-        self._histogram.add(series, amount, span_context)
+        # Components record with a few long-lived attribute dicts: each thread remembers
+        # its own shard of each dict's series by the dict's identity (the entry holds the
+        # dict, so its id stays its own). Only that thread writes the shard: no lock.
+        try:
+            bound = self._local.bound.get(id(attrs))
+        except AttributeError:  # this thread's first point
+            self._local.bound, self._local.shards = {}, {}
+            bound = None
+        shard = bound[1] if bound is not None and bound[0] is attrs else self._bind(attrs)
+        span: Any
+        if SPAN_KEY is not None:
+            span = (context if context is not None else get_current()).get(SPAN_KEY)
+        else:  # pragma: no cover - another API version
+            span = get_current_span(context)
+        self._histogram.add_to_shard(
+            shard, amount, None if span is None or span is INVALID_SPAN else span.get_span_context()
+        )
 
     def _bind(self, attrs: Mapping[str, Any]) -> _Series:
         key: Hashable = tuple(attrs.items())
@@ -120,16 +134,29 @@ class ApiHistogram:
             hash(key)
         except TypeError:  # a sequence-valued attribute
             key = repr(sorted(attrs.items()))
-        series = self._histogram.series(key, attrs)
+        local = self._local
+        shard: _Series | None = local.shards.get(key)
+        if shard is None:  # at most one shard per key and thread, however many dicts
+            shard = local.shards[key] = self._histogram.shard(key, attrs)
         if type(attrs) is dict:  # otelperf's own dicts, never changed once recorded with
-            if len(self._bound) >= _KNOWN_KEYS:
-                self._bound = {}
-            self._bound[id(attrs)] = (attrs, series)
-        return series
+            if len(local.bound) >= _KNOWN_KEYS:
+                local.bound = {}
+            local.bound[id(attrs)] = (attrs, shard)
+        return shard
 
 
 class _Series:
-    __slots__ = ("attributes", "count", "counts", "exemplars", "max", "min", "start", "sum")
+    __slots__ = (
+        "attributes",
+        "count",
+        "counts",
+        "exemplars",
+        "max",
+        "min",
+        "shards",
+        "start",
+        "sum",
+    )
 
     def __init__(self, attributes: Mapping[str, Any], buckets: int) -> None:
         self.attributes = dict(attributes)
@@ -140,6 +167,8 @@ class _Series:
         self.counts = [0] * buckets
         self.exemplars: list[tuple[float, int, int, int] | None] = [None] * buckets
         self.start = time.time_ns()
+        self.shards: list[_Series] = []
+        """Per-thread parts, each written by one thread only, summed at collection."""
 
 
 class FastHistogram:
@@ -185,29 +214,43 @@ class FastHistogram:
                 series = self._new_series(key, attributes)
         return series
 
-    def add(self, series: _Series, value: float, span_context: SpanContext | None) -> None:
-        """Add ``value`` (>= 0) to ``series``, one of this histogram's."""
-        index = bisect_left(self.boundaries, value)
+    def shard(self, key: Hashable, attributes: Mapping[str, Any]) -> _Series:
+        """A new part of the series of ``key`` for one thread to write without the lock."""
         with self._lock:
-            series.count += 1
-            series.sum += value
-            if value < series.min:
-                series.min = value
-            if value > series.max:
-                series.max = value
-            series.counts[index] += 1
-            if (
-                self._exemplars
-                and span_context is not None
-                and span_context.trace_flags.sampled
-                and span_context.is_valid
-            ):
-                series.exemplars[index] = (
-                    value,
-                    time.time_ns(),
-                    span_context.trace_id,
-                    span_context.span_id,
-                )
+            series = self._series.get(key)
+            if series is None:
+                series = self._new_series(key, attributes)
+            shard = _Series(series.attributes, len(self.boundaries) + 1)
+            series.shards.append(shard)
+        return shard
+
+    def add(self, series: _Series, value: float, span_context: SpanContext | None) -> None:
+        """Add ``value`` (>= 0) to ``series``, one of this histogram's, under the lock."""
+        with self._lock:
+            self.add_to_shard(series, value, span_context)
+
+    def add_to_shard(self, shard: _Series, value: float, span_context: SpanContext | None) -> None:
+        """Add ``value`` (>= 0) to ``shard``; only the shard's own thread may call this."""
+        index = bisect_left(self.boundaries, value)
+        shard.count += 1
+        shard.sum += value
+        if value < shard.min:
+            shard.min = value
+        if value > shard.max:
+            shard.max = value
+        shard.counts[index] += 1
+        if (
+            self._exemplars
+            and span_context is not None
+            and span_context.trace_flags.sampled
+            and span_context.is_valid
+        ):
+            shard.exemplars[index] = (
+                value,
+                time.time_ns(),
+                span_context.trace_id,
+                span_context.span_id,
+            )
 
     def _new_series(self, key: Hashable, attributes: Mapping[str, Any]) -> _Series:
         if len(self._series) >= MAX_SERIES:
@@ -224,24 +267,28 @@ class FastHistogram:
         """A snapshot of every series as a cumulative histogram metric, or None when empty."""
         with self._lock:
             unique = {id(s): s for s in self._series.values()}
-            points = [
-                HistogramDataPoint(
-                    attributes=dict(s.attributes),
-                    start_time_unix_nano=s.start,
-                    time_unix_nano=now,
-                    count=s.count,
-                    sum=s.sum,
-                    bucket_counts=list(s.counts),
-                    explicit_bounds=list(self.boundaries),
-                    min=s.min,
-                    max=s.max,
-                    exemplars=[
-                        Exemplar({}, e[0], e[1], e[3], e[2]) for e in s.exemplars if e is not None
-                    ],
+            points = []
+            for series in unique.values():
+                merged = _merged(series)
+                if merged is None:
+                    continue
+                count, total, low, high, counts, exemplars = merged
+                points.append(
+                    HistogramDataPoint(
+                        attributes=dict(series.attributes),
+                        start_time_unix_nano=series.start,
+                        time_unix_nano=now,
+                        count=count,
+                        sum=total,
+                        bucket_counts=counts,
+                        explicit_bounds=list(self.boundaries),
+                        min=low,
+                        max=high,
+                        exemplars=[
+                            Exemplar({}, e[0], e[1], e[3], e[2]) for e in exemplars if e is not None
+                        ],
+                    )
                 )
-                for s in unique.values()
-                if s.count
-            ]
         if not points:
             return None
         return Metric(
@@ -252,6 +299,34 @@ class FastHistogram:
                 data_points=points, aggregation_temporality=AggregationTemporality.CUMULATIVE
             ),
         )
+
+
+def _merged(
+    series: _Series,
+) -> tuple[int, float, float, float, list[int], list[tuple[float, int, int, int] | None]] | None:
+    """``series`` with its per-thread shards summed: count, sum, min, max, buckets, exemplars.
+
+    Shards are read while their threads may be writing: the count is taken from the
+    bucket counts so the two always agree; a value being added may be missing from the
+    sum until the next collection.
+    """
+    parts = [series, *series.shards] if series.shards else [series]
+    counts = [sum(column) for column in zip(*(part.counts for part in parts), strict=True)]
+    count = sum(counts)
+    if not count:
+        return None
+    exemplars: list[tuple[float, int, int, int] | None] = []
+    for column in zip(*(part.exemplars for part in parts), strict=True):
+        found = [e for e in column if e is not None]
+        exemplars.append(max(found, key=lambda e: e[1]) if found else None)  # the latest
+    return (
+        count,
+        sum(part.sum for part in parts),
+        min(part.min for part in parts),
+        max(part.max for part in parts),
+        counts,
+        exemplars,
+    )
 
 
 class Registry:

@@ -26,8 +26,9 @@ from collections.abc import Mapping
 from time import time_ns
 from typing import Any
 
-from opentelemetry.context import Context
+from opentelemetry.context import Context, get_current
 from opentelemetry.trace import (
+    INVALID_SPAN,
     SpanContext,
     SpanKind,
     Status,
@@ -35,11 +36,21 @@ from opentelemetry.trace import (
     TraceFlags,
     Tracer,
     get_current_span,
+    set_span_in_context,
 )
 
-__all__ = ["SpanRecorder"]
+__all__ = ["SPAN_KEY", "SpanRecorder"]
 
 _UNSET = Status(StatusCode.UNSET)
+
+try:  # the context key the API keeps the current span under: read without three calls
+    from opentelemetry.trace.propagation import _SPAN_KEY
+
+    SPAN_KEY: str | None = (
+        _SPAN_KEY if set_span_in_context(INVALID_SPAN).get(_SPAN_KEY) is INVALID_SPAN else None
+    )
+except ImportError:  # pragma: no cover - another API version: get_current_span()
+    SPAN_KEY = None
 _NOTHING = object()
 _FLAGS = {bits: TraceFlags(bits) for bits in range(4)}  # sampled x random trace id
 
@@ -154,7 +165,11 @@ class SpanRecorder:
             return
         if not tracer._tracer_config.is_enabled:
             return
-        parent: SpanContext | None = get_current_span(context).get_span_context()
+        if SPAN_KEY is not None:
+            span: Any = (context if context is not None else get_current()).get(SPAN_KEY)
+            parent = None if span is None else span.get_span_context()
+        else:  # pragma: no cover - another API version
+            parent = get_current_span(context).get_span_context()
         id_generator = tracer.id_generator
         if parent is None or not parent.is_valid:
             parent = None
@@ -218,7 +233,11 @@ class SpanRecorder:
             end_time=end_ns,
             instrumentation_scope=tracer._instrumentation_scope,
         )
-        processor.on_end(span)
+        if type(processor) is SynchronousMultiSpanProcessor:
+            for member in self._checked:  # type: ignore[attr-defined]  # its on_end, inlined
+                member.on_end(span)
+        else:
+            processor.on_end(span)
 
     def _processors(self) -> Any:
         """The provider's processor, when every processor in it is quiet; else None."""

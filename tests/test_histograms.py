@@ -247,8 +247,10 @@ def test_api_histogram_forgets_bindings_but_not_values() -> None:
     for d in dicts:
         api.record(0.01, d)
     api.record(0.01, MappingProxyType({"n": 0}))  # a read-only view: recorded, not remembered
-    assert len(api._bound) <= _KNOWN_KEYS
-    assert all(isinstance(v[0], dict) for v in api._bound.values())
+    bound = api._local.bound
+    assert len(bound) <= _KNOWN_KEYS
+    assert all(isinstance(v[0], dict) for v in bound.values())
+    assert len(api._local.shards) == 10  # one shard per key in this thread, however many dicts
     counts = _series_counts(hist)
     assert counts[(("n", 0),)] == len([d for d in dicts if d["n"] == 0]) + 1
     assert sum(counts.values()) == len(dicts) + 1
@@ -270,3 +272,80 @@ def test_api_histogram_exemplar_from_the_current_span() -> None:
     assert point.count == 1  # type: ignore[union-attr]
     (exemplar,) = point.exemplars
     assert exemplar.span_id == span.get_span_context().span_id
+
+
+def test_api_histogram_threads_lose_no_value() -> None:
+    """Eight threads recording into one series at once: every value counted, sum exact."""
+    import threading
+
+    from otelperf._histograms import ApiHistogram
+
+    hist = FastHistogram("h", "s", "d", BOUNDS)
+    api = ApiHistogram(hist)
+    attrs = {"pool": "main"}
+    start = threading.Barrier(8)
+
+    def work() -> None:
+        start.wait()
+        for _ in range(20_000):
+            api.record(0.25, attrs)
+
+    threads = [threading.Thread(target=work) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    metric = hist.collect(1)
+    assert metric is not None
+    (point,) = metric.data.data_points
+    assert point.count == 160_000  # type: ignore[union-attr]
+    assert point.sum == 0.25 * 160_000  # type: ignore[union-attr]
+
+
+def test_collection_during_writes_stays_consistent() -> None:
+    """Snapshots taken while threads write always have count == sum of bucket counts."""
+    import threading
+
+    from otelperf._histograms import ApiHistogram
+
+    hist = FastHistogram("h", "s", "d", BOUNDS)
+    api = ApiHistogram(hist)
+    attrs = {"pool": "main"}
+    done = threading.Event()
+
+    def work() -> None:
+        for i in range(50_000):
+            api.record(BOUNDS[i % len(BOUNDS)], attrs)
+        done.set()
+
+    writer = threading.Thread(target=work)
+    writer.start()
+    snapshots = 0
+    while not done.is_set() or snapshots == 0:
+        metric = hist.collect(1)
+        if metric is not None:
+            points: list[Any] = list(metric.data.data_points)
+            assert points[0].count == sum(points[0].bucket_counts)
+            snapshots += 1
+    writer.join()
+    metric = hist.collect(1)
+    assert metric is not None
+    final: list[Any] = list(metric.data.data_points)
+    assert final[0].count == 50_000
+    assert snapshots > 1
+
+
+def test_locked_and_per_thread_points_share_one_series() -> None:
+    """FastHistogram.record and ApiHistogram points for equal attributes form one point."""
+    from otelperf._histograms import ApiHistogram
+
+    hist = FastHistogram("h", "s", "d", BOUNDS)
+    api = ApiHistogram(hist)
+    attrs = {"a": 1}
+    hist.record(0.5, tuple(attrs.items()), attrs)
+    api.record(0.001, attrs)
+    metric = hist.collect(1)
+    assert metric is not None
+    points: list[Any] = list(metric.data.data_points)
+    assert len(points) == 1
+    assert (points[0].count, points[0].min, points[0].max) == (2, 0.001, 0.5)

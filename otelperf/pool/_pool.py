@@ -143,6 +143,8 @@ class Pool:
         if pool is not None:
             await pool.close()
         await asyncio.to_thread(self.sync._close)
+        if self._queries is not None:
+            self._queries.flush()  # what the last queries left for the loop's next turn
         # The states stay joined to the meter: the final export still reports them.
         self._telemetry = None
         self._hooks = None

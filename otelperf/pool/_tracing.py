@@ -15,6 +15,7 @@ class, never by its message (PostgreSQL messages quote values: ``Key (email)=(..
 from __future__ import annotations
 
 import logging
+from asyncio import get_running_loop
 from time import perf_counter, time_ns
 from typing import Any
 
@@ -46,6 +47,10 @@ _log = logging.getLogger("otelperf.pool")
 SYSTEM = "postgresql"
 CACHE_SIZE = 2048
 """Distinct query texts remembered; the cache starts over when full."""
+
+_Done = tuple[str, dict[str, Any], int, float, Context, "str | None", dict[str, Any]]
+"""A finished operation waiting to be reported: name, span attributes, start (ns),
+duration (s), context, error type, metric attributes."""
 
 Operation = tuple["_Shape", dict[str, Any], Context, int, float]
 """What :meth:`QueryTelemetry.begin` hands to ``end``/``fail``: shape, span attributes,
@@ -116,6 +121,8 @@ class QueryTelemetry:
         self.errors = 0
         """Telemetry failures (logged once each kind); the queries themselves went on."""
         self._logged: set[str] = set()
+        self._pending: list[_Done] = []
+        self._scheduled = False
 
     # --- the hot path ---------------------------------------------------------
 
@@ -155,9 +162,30 @@ class QueryTelemetry:
             return
         shape, attributes, ctx, start_ns, started = operation
         elapsed = perf_counter() - started
+        item = (shape.name, attributes, start_ns, elapsed, ctx, None, shape.metric_attributes)
         try:
-            self._spans.record(shape.name, SpanKind.CLIENT, attributes, start_ns, None, ctx)
-            self._duration.record(elapsed, shape.metric_attributes, context=ctx)
+            loop = get_running_loop()
+        except RuntimeError:  # a thread of the sync pool: now
+            self._emit(item)
+            return
+        self._pending.append(item)
+        if not self._scheduled:
+            self._scheduled = True
+            loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        """Report what ``end`` left for the event loop's next turn (and at close)."""
+        self._scheduled = False
+        pending, self._pending = self._pending, []
+        for item in pending:
+            self._emit(item)
+
+    def _emit(self, item: _Done) -> None:
+        name, attributes, start_ns, elapsed, ctx, error, metric_attributes = item
+        try:
+            end_ns = start_ns + int(elapsed * 1e9)
+            self._spans.record(name, SpanKind.CLIENT, attributes, start_ns, end_ns, ctx, error)
+            self._duration.record(elapsed, metric_attributes, context=ctx)
         except Exception:
             self._failed("end")
 
