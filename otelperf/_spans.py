@@ -35,11 +35,12 @@ from opentelemetry.trace import (
     StatusCode,
     TraceFlags,
     Tracer,
+    TraceState,
     get_current_span,
     set_span_in_context,
 )
 
-__all__ = ["SPAN_KEY", "SpanRecorder"]
+__all__ = ["SPAN_CONTEXT_FIELDS", "SPAN_KEY", "SpanRecorder"]
 
 _UNSET = Status(StatusCode.UNSET)
 
@@ -51,6 +52,11 @@ try:  # the context key the API keeps the current span under: read without three
     )
 except ImportError:  # pragma: no cover - another API version: get_current_span()
     SPAN_KEY = None
+
+_PROBE = SpanContext(7, 9, True, TraceFlags(3), TraceState([("k", "v")]))
+SPAN_CONTEXT_FIELDS = tuple(_PROBE) == (7, 9, True, 3, _PROBE.trace_state, True)
+"""Whether a SpanContext unpacks as (trace_id, span_id, is_remote, flags, state, valid),
+as the API builds it: read in one step instead of one property call per field."""
 _NOTHING = object()
 _FLAGS = {bits: TraceFlags(bits) for bits in range(4)}  # sampled x random trace id
 
@@ -129,7 +135,11 @@ class SpanRecorder:
         except AttributeError:  # pragma: no cover - another SDK version: its own path
             return
         # The span value-length limit defaults to the general one: None means no cut at all.
-        if not metrics_off or limits.max_span_attribute_length is not None:
+        if (
+            not SPAN_CONTEXT_FIELDS
+            or not metrics_off
+            or limits.max_span_attribute_length is not None
+        ):
             return
         most = limits.max_span_attributes
         self._max_attributes = 1 << 30 if most is None else most
@@ -166,18 +176,20 @@ class SpanRecorder:
         if not tracer._tracer_config.is_enabled:
             return
         if SPAN_KEY is not None:
-            span: Any = (context if context is not None else get_current()).get(SPAN_KEY)
-            parent = None if span is None else span.get_span_context()
+            current: Any = (context if context is not None else get_current()).get(SPAN_KEY)
+            parent = None if current is None else current.get_span_context()
         else:  # pragma: no cover - another API version
             parent = get_current_span(context).get_span_context()
         id_generator = tracer.id_generator
-        if parent is None or not parent.is_valid:
-            parent = None
+        if parent is not None:
+            trace_id, _, remote, parent_flags, parent_state, valid = parent
+            if not valid:
+                parent = None
+        if parent is None:
             trace_id = id_generator.generate_trace_id()
             random_id = id_generator.is_trace_id_random()
         else:
-            trace_id = parent.trace_id
-            random_id = parent.trace_flags.random_trace_id
+            random_id = parent_flags & TraceFlags.RANDOM_TRACE_ID
         sampler = tracer.sampler
         delegate: Any = None
         if type(sampler) is ParentBased and _PARENT_BASED:
@@ -186,18 +198,18 @@ class SpanRecorder:
                 if type(delegate) is TraceIdRatioBased:  # its rule, on the id just made
                     limit = TraceIdRatioBased.TRACE_ID_LIMIT
                     delegate = ALWAYS_ON if trace_id & limit < delegate.bound else ALWAYS_OFF
-            elif parent.trace_flags.sampled:
-                remote, local = sampler._remote_parent_sampled, sampler._local_parent_sampled
-                delegate = remote if parent.is_remote else local
+            elif parent_flags & TraceFlags.SAMPLED:
+                remote_, local = sampler._remote_parent_sampled, sampler._local_parent_sampled
+                delegate = remote_ if remote else local
             else:
-                remote, local = (
+                remote_, local = (
                     sampler._remote_parent_not_sampled,
                     sampler._local_parent_not_sampled,
                 )
-                delegate = remote if parent.is_remote else local
+                delegate = remote_ if remote else local
         if delegate is ALWAYS_ON:  # what ParentBased decides, without asking it
             flags = TraceFlags.SAMPLED
-            trace_state = None if parent is None else parent.trace_state
+            trace_state = None if parent is None else parent_state
         elif delegate is ALWAYS_OFF:
             return
         else:

@@ -413,3 +413,12 @@ def test_root_ratio_decisions_equal_the_samplers(rate: float) -> None:
         assert len(kept) == expected
     else:
         assert 0 < len(kept) < len(trace_ids)
+
+
+def test_span_context_layout_is_the_one_read() -> None:
+    """The installed API's SpanContext unpacks as the direct path reads it (else it is off)."""
+    from otelperf._spans import SPAN_CONTEXT_FIELDS
+
+    assert SPAN_CONTEXT_FIELDS
+    provider, _ = _provider()
+    assert SpanRecorder(provider.get_tracer("t")).direct
