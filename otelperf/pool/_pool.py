@@ -265,7 +265,6 @@ class Pool:
         return pool
 
     async def _acquire(self, pool: AsyncConnectionPool[Any], timeout: float) -> Any:
-        too_many, pool_timeout, pool_closed = self._errors
         plan = self._plan
         state = self._state
         assert state is not None
@@ -273,14 +272,11 @@ class Pool:
         while True:
             try:
                 conn = await pool.getconn(deadline - perf_counter())
-            except too_many as exc:
-                state.rejected += 1
-                raise _core.exhausted(plan, state, "queue_full", timeout) from exc
-            except pool_timeout as exc:
-                state.timeouts += 1
-                raise _core.exhausted(plan, state, _core.timeout_reason(state), timeout) from exc
-            except pool_closed:
-                raise _core.closed_error(self.name) from None
+            except Exception as exc:
+                error = self._refused(exc, timeout)
+                if error is exc:
+                    raise
+                raise error from error.__cause__
             if not plan.check:
                 return conn
             verdict = _core.verdict(conn, plan, perf_counter())
@@ -300,6 +296,26 @@ class Pool:
                     return conn
             state.lost += 1
             await self._discard(pool, conn)
+
+    def _refused(self, exc: Exception, timeout: float) -> Exception:
+        """What a failed ``getconn`` means to the caller (counted; raised from its
+        ``__cause__``), or ``exc`` itself."""
+        too_many, pool_timeout, pool_closed = self._errors
+        state = self._state
+        assert state is not None
+        error: Exception
+        if isinstance(exc, too_many):
+            state.rejected += 1
+            error = _core.exhausted(self._plan, state, "queue_full", timeout)
+        elif isinstance(exc, pool_timeout):
+            state.timeouts += 1
+            error = _core.exhausted(self._plan, state, _core.timeout_reason(state), timeout)
+        elif isinstance(exc, pool_closed):
+            return _core.closed_error(self.name)  # raised from None: psycopg's adds nothing
+        else:
+            return exc
+        error.__cause__ = exc
+        return error
 
     @staticmethod
     async def _discard(pool: AsyncConnectionPool[Any], conn: Any) -> None:
@@ -345,7 +361,16 @@ class _AsyncCheckout:
         state = owner._state
         assert state is not None
         started = perf_counter()
-        conn = await owner._acquire(pool, self._timeout)
+        if owner._plan.check:
+            conn = await owner._acquire(pool, self._timeout)
+        else:  # no check: psycopg_pool's getconn is the whole checkout
+            try:
+                conn = await pool.getconn(self._timeout)
+            except Exception as exc:
+                error = owner._refused(exc, self._timeout)
+                if error is exc:
+                    raise
+                raise error from error.__cause__
         now = perf_counter()
         state.used += 1
         state.checkouts += 1

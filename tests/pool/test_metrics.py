@@ -220,11 +220,12 @@ def test_create_time_has_one_point_per_connection_made(
     asyncio.run(inner())
 
 
+@pytest.mark.parametrize("check", [True, False], ids=["checkout check", "no check"])
 def test_exhaustion_with_max_size_2_raises_and_counts_timeouts(
-    make_pool: PoolFactory, recorded: Recorded
+    make_pool: PoolFactory, recorded: Recorded, check: bool
 ) -> None:
     """With both connections held, a checkout times out: PoolExhaustedError, timeouts == 1."""
-    pool = make_pool(min_size=0, max_size=2, timeout="5s", exhausted_status=503)
+    pool = make_pool(min_size=0, max_size=2, timeout="5s", exhausted_status=503, check=check)
 
     async def inner() -> PoolExhaustedError:
         await pool.start(recorded.telemetry)
@@ -246,6 +247,7 @@ def test_exhaustion_with_max_size_2_raises_and_counts_timeouts(
 
     error = asyncio.run(inner())
     assert error.reason == "timeout"
+    assert type(error.__cause__).__name__ == "PoolTimeout"
     assert error.http_status == 503
     assert error.pool == "main"
     assert "max_size = 2" in str(error)
@@ -257,11 +259,12 @@ def test_exhaustion_with_max_size_2_raises_and_counts_timeouts(
     assert recorded.value("db.client.connection.wait_time").count == 3
 
 
+@pytest.mark.parametrize("check", [True, False], ids=["checkout check", "no check"])
 def test_a_full_queue_fails_at_once_and_is_counted_as_rejected(
-    make_pool: PoolFactory, recorded: Recorded
+    make_pool: PoolFactory, recorded: Recorded, check: bool
 ) -> None:
     """With max_waiting callers queued, the next checkout fails at once (queue_full)."""
-    pool = make_pool(min_size=0, max_size=2, max_waiting=1, timeout="5s")
+    pool = make_pool(min_size=0, max_size=2, max_waiting=1, timeout="5s", check=check)
 
     async def inner() -> PoolExhaustedError:
         await pool.start(recorded.telemetry)
