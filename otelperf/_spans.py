@@ -23,6 +23,7 @@ earlier start time.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from random import getrandbits
 from time import time_ns
 from typing import Any
 
@@ -39,6 +40,7 @@ from opentelemetry.trace import (
     get_current_span,
     set_span_in_context,
 )
+from opentelemetry.trace.span import DEFAULT_TRACE_STATE
 
 __all__ = ["SPAN_CONTEXT_FIELDS", "SPAN_KEY", "SpanRecorder"]
 
@@ -53,6 +55,7 @@ try:  # the context key the API keeps the current span under: read without three
 except ImportError:  # pragma: no cover - another API version: get_current_span()
     SPAN_KEY = None
 
+_TRACE_ID_END, _SPAN_ID_END = 1 << 128, 1 << 64
 _PROBE = SpanContext(7, 9, True, TraceFlags(3), TraceState([("k", "v")]))
 SPAN_CONTEXT_FIELDS = tuple(_PROBE) == (7, 9, True, 3, _PROBE.trace_state, True)
 """Whether a SpanContext unpacks as (trace_id, span_id, is_remote, flags, state, valid),
@@ -70,6 +73,7 @@ try:  # the SDK is a dependency, but a tracer handed in may come from elsewhere
     from opentelemetry.sdk.trace import Tracer as SdkTracer
     from opentelemetry.sdk.trace._tracer_metrics import NoOpTracerMetrics
     from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
+    from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
     from opentelemetry.sdk.trace.sampling import (
         ALWAYS_OFF,
         ALWAYS_ON,
@@ -225,12 +229,21 @@ class SpanRecorder:
             attributes = sampled.attributes
         if random_id:
             flags |= TraceFlags.RANDOM_TRACE_ID
-        span_context = SpanContext(
-            trace_id,
-            id_generator.generate_span_id(),
-            is_remote=False,
-            trace_flags=_FLAGS[flags],
-            trace_state=trace_state,
+        if type(id_generator) is RandomIdGenerator:  # what it does, without the call
+            span_id = getrandbits(64) or id_generator.generate_span_id()
+        else:
+            span_id = id_generator.generate_span_id()
+        # The tuple SpanContext's constructor builds, with the validity it would compute.
+        span_context = tuple.__new__(
+            SpanContext,
+            (
+                trace_id,
+                span_id,
+                False,
+                _FLAGS[flags],
+                DEFAULT_TRACE_STATE if trace_state is None else trace_state,
+                0 < trace_id < _TRACE_ID_END and 0 < span_id < _SPAN_ID_END,
+            ),
         )
         span = ReadableSpan(
             name,
