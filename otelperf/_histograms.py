@@ -8,6 +8,11 @@ metric reader at collection time (see :func:`attach`), as cumulative
 ``HistogramDataPoint``\\ s with trace-based exemplars, exactly as the SDK would
 have produced them.
 
+Components record through :class:`ApiHistogram` without a lock: each thread writes
+its own shard of a series, and collection sums the shards (the count taken from the
+bucket counts, so a snapshot taken mid-write is still consistent). The HTTP
+middleware's :meth:`FastHistogram.record` updates the series itself under a lock.
+
 Used only where otelperf built the MeterProvider and its readers ask for
 cumulative histograms with explicit buckets; elsewhere callers get a
 :class:`SdkHistogram`, which records through the SDK as usual.
