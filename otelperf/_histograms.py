@@ -121,7 +121,7 @@ class ApiHistogram:
         try:
             bound = self._local.bound.get(id(attrs))
         except AttributeError:  # this thread's first point
-            self._local.bound, self._local.shards = {}, {}
+            self._local.bound, self._local.shards, self._local.mine = {}, {}, {}
             bound = None
         shard = bound[1] if bound is not None and bound[0] is attrs else self._bind(attrs)
         span: Any
@@ -141,8 +141,10 @@ class ApiHistogram:
             key = repr(sorted(attrs.items()))
         local = self._local
         shard: _Series | None = local.shards.get(key)
-        if shard is None:  # at most one shard per key and thread, however many dicts
-            shard = local.shards[key] = self._histogram.shard(key, attrs)
+        if shard is None:  # one shard per series and thread, however many dicts and keys
+            shard, own_series = self._histogram.shard(key, attrs, local.mine)
+            if own_series:  # an overflowed key is not remembered: the map stays bounded
+                local.shards[key] = shard
         if type(attrs) is dict:  # otelperf's own dicts, never changed once recorded with
             if len(local.bound) >= _KNOWN_KEYS:
                 local.bound = {}
@@ -158,6 +160,7 @@ class _Series:
         "exemplars",
         "max",
         "min",
+        "owner",
         "shards",
         "start",
         "sum",
@@ -174,6 +177,8 @@ class _Series:
         self.start = time.time_ns()
         self.shards: list[_Series] = []
         """Per-thread parts, each written by one thread only, summed at collection."""
+        self.owner: threading.Thread | None = None
+        """For a shard: the thread that writes it (its shard is folded in once it ends)."""
 
 
 class FastHistogram:
@@ -219,15 +224,26 @@ class FastHistogram:
                 series = self._new_series(key, attributes)
         return series
 
-    def shard(self, key: Hashable, attributes: Mapping[str, Any]) -> _Series:
-        """A new part of the series of ``key`` for one thread to write without the lock."""
+    def shard(
+        self, key: Hashable, attributes: Mapping[str, Any], mine: dict[int, _Series]
+    ) -> tuple[_Series, bool]:
+        """The calling thread's part of the series of ``key``, to write without the lock,
+        and whether that series is the key's own (False: the overflow series).
+
+        ``mine`` maps ``id(series)`` to this thread's shards of this histogram: one shard
+        per series and thread, whatever the number of keys that lead to it.
+        """
         with self._lock:
             series = self._series.get(key)
             if series is None:
                 series = self._new_series(key, attributes)
-            shard = _Series(series.attributes, len(self.boundaries) + 1)
-            series.shards.append(shard)
-        return shard
+            shard = mine.get(id(series))
+            if shard is None:
+                shard = _Series(series.attributes, len(self.boundaries) + 1)
+                shard.owner = threading.current_thread()
+                series.shards.append(shard)
+                mine[id(series)] = shard  # series are never dropped: the id stays theirs
+        return shard, series is not self._series.get(_OVERFLOW_KEY)
 
     def add(self, series: _Series, value: float, span_context: SpanContext | None) -> None:
         """Add ``value`` (>= 0) to ``series``, one of this histogram's, under the lock."""
@@ -237,13 +253,13 @@ class FastHistogram:
     def add_to_shard(self, shard: _Series, value: float, span_context: SpanContext | None) -> None:
         """Add ``value`` (>= 0) to ``shard``; only the shard's own thread may call this."""
         index = bisect_left(self.boundaries, value)
+        shard.counts[index] += 1  # first: a snapshot may lag in sum, never run ahead of it
         shard.count += 1
         shard.sum += value
         if value < shard.min:
             shard.min = value
         if value > shard.max:
             shard.max = value
-        shard.counts[index] += 1
         if self._exemplars and span_context is not None:
             if SPAN_CONTEXT_FIELDS:  # one unpacking instead of four property calls
                 trace_id, span_id, _, flags, _, valid = span_context
@@ -312,9 +328,12 @@ def _merged(
     """``series`` with its per-thread shards summed: count, sum, min, max, buckets, exemplars.
 
     Shards are read while their threads may be writing: the count is taken from the
-    bucket counts so the two always agree; a value being added may be missing from the
-    sum until the next collection.
+    bucket counts so the two always agree; a value being added may be counted in its
+    bucket before its sum, min and max show it (they catch up at the next collection).
+    Shards of threads that have ended are folded into ``series`` and dropped.
     """
+    if series.shards:
+        _fold_ended(series)
     parts = [series, *series.shards] if series.shards else [series]
     counts = [sum(column) for column in zip(*(part.counts for part in parts), strict=True)]
     count = sum(counts)
@@ -332,6 +351,28 @@ def _merged(
         counts,
         exemplars,
     )
+
+
+def _fold_ended(series: _Series) -> None:
+    """Add the shards of ended threads into ``series`` itself (under the histogram's lock)."""
+    keep: list[_Series] = []
+    for shard in series.shards:
+        owner = shard.owner
+        if owner is None or owner.is_alive():
+            keep.append(shard)
+            continue
+        series.count += shard.count
+        series.sum += shard.sum
+        series.min = min(series.min, shard.min)
+        series.max = max(series.max, shard.max)
+        for index, count in enumerate(shard.counts):
+            series.counts[index] += count
+        for index, exemplar in enumerate(shard.exemplars):
+            current = series.exemplars[index]
+            if exemplar is not None and (current is None or exemplar[1] > current[1]):
+                series.exemplars[index] = exemplar
+    if len(keep) != len(series.shards):
+        series.shards = keep
 
 
 class Registry:

@@ -349,3 +349,48 @@ def test_locked_and_per_thread_points_share_one_series() -> None:
     points: list[Any] = list(metric.data.data_points)
     assert len(points) == 1
     assert (points[0].count, points[0].min, points[0].max) == (2, 0.001, 0.5)
+
+
+def test_api_histogram_overflow_keys_share_one_shard() -> None:
+    """Keys past the series limit take no memory each: one overflow shard per thread."""
+    from otelperf._histograms import _OVERFLOW_KEY, ApiHistogram
+
+    hist = FastHistogram("h", "s", "d", BOUNDS)
+    api = ApiHistogram(hist)
+    for i in range(MAX_SERIES + 3000):
+        api.record(0.01, {"i": i})
+    assert len(hist._series[_OVERFLOW_KEY].shards) == 1
+    assert len(api._local.shards) == MAX_SERIES
+    counts = _series_counts(hist)
+    assert counts[(("otel.metric.overflow", True),)] == 3000
+
+
+def test_shards_of_ended_threads_are_folded_in() -> None:
+    """After short-lived threads end, collection folds their shards in; totals stay exact."""
+    import threading
+
+    from otelperf._histograms import ApiHistogram
+
+    hist = FastHistogram("h", "s", "d", BOUNDS)
+    api = ApiHistogram(hist)
+    attrs = {"pool": "main"}
+    for batch in range(5):
+
+        def work() -> None:
+            for _ in range(100):
+                api.record(0.02, attrs)
+
+        threads = [threading.Thread(target=work) for _ in range(20)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        counts = _series_counts(hist)
+        assert counts[(("pool", "main"),)] == (batch + 1) * 2000
+    (series,) = hist._series.values()
+    assert series.shards == []
+    metric = hist.collect(1)
+    assert metric is not None
+    point: Any = metric.data.data_points[0]
+    assert (point.count, point.min, point.max) == (10_000, 0.02, 0.02)
+    assert point.sum == pytest.approx(0.02 * 10_000)

@@ -22,6 +22,7 @@ from opentelemetry.trace import SpanKind, Tracer, get_current_span
 
 from otelperf import _instruments
 from otelperf._component import ComponentTelemetry
+from otelperf._deferred import NextTurn
 from otelperf._instruments import BYTES_BUCKETS, SECONDS_BUCKETS, InstrumentSpec
 from otelperf._spans import SpanRecorder
 
@@ -162,8 +163,7 @@ class CacheTelemetry:
         self._base = {"cache.name": name}
         self._span_base = {"cache.name": name, **span_attributes}
         self._op_attrs: dict[tuple[str, str | None], dict[str, str]] = {}
-        self._pending: list[tuple[Any, ...]] = []
-        self._flush_scheduled = False
+        self._pending: NextTurn[tuple[Any, ...]] = NextTurn(self._record_item)
         self._logged: set[str] = set()
 
     # --- lifecycle -------------------------------------------------------------
@@ -187,10 +187,7 @@ class CacheTelemetry:
 
     def flush(self) -> None:
         """Record what is still deferred (at stop, and by the event loop's callback)."""
-        self._flush_scheduled = False
-        pending, self._pending = self._pending, []
-        for item in pending:
-            self._record(*item)
+        self._pending.flush()
 
     # --- counting --------------------------------------------------------------
 
@@ -234,10 +231,7 @@ class CacheTelemetry:
             except RuntimeError:
                 self._record(*item)
                 return
-            self._pending.append(item)
-            if not self._flush_scheduled:
-                self._flush_scheduled = True
-                loop.call_soon(self._flush_safely)
+            self._pending.add(item, loop)
             return
         self._record(*item)
 
@@ -268,12 +262,6 @@ class CacheTelemetry:
         except Exception as exc:  # a sampler or processor of the app's failed: not our call's
             self.log_once("telemetry", "recording telemetry failed: %s", exc)
 
-    def _flush_safely(self) -> None:
-        try:
-            self.flush()
-        except Exception as exc:  # pragma: no cover - the SDK does not raise here
-            self.log_once("telemetry", "recording telemetry failed: %s", exc)
-
     def _attrs(self, op: str, error: str | None) -> dict[str, str]:
         key = (op, error)
         attrs = self._op_attrs.get(key)
@@ -283,6 +271,9 @@ class CacheTelemetry:
                 attrs["error.type"] = error
             self._op_attrs[key] = attrs
         return attrs
+
+    def _record_item(self, item: tuple[Any, ...]) -> None:
+        self._record(*item)
 
     def _record(self, *item: Any) -> None:
         try:

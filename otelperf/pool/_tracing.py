@@ -35,6 +35,7 @@ from opentelemetry.semconv.attributes.server_attributes import SERVER_ADDRESS, S
 from opentelemetry.trace import SpanKind, Tracer
 
 from otelperf import _instruments
+from otelperf._deferred import NextTurn
 from otelperf._spans import SpanRecorder
 from otelperf.pool._config import Target
 from otelperf.pool._metrics import OPERATION_DURATION
@@ -121,8 +122,7 @@ class QueryTelemetry:
         self.errors = 0
         """Telemetry failures (logged once each kind); the queries themselves went on."""
         self._logged: set[str] = set()
-        self._pending: list[_Done] = []
-        self._scheduled = False
+        self._pending: NextTurn[_Done] = NextTurn(self._emit)
 
     # --- the hot path ---------------------------------------------------------
 
@@ -168,17 +168,11 @@ class QueryTelemetry:
         except RuntimeError:  # a thread of the sync pool: now
             self._emit(item)
             return
-        self._pending.append(item)
-        if not self._scheduled:
-            self._scheduled = True
-            loop.call_soon(self.flush)
+        self._pending.add(item, loop)
 
     def flush(self) -> None:
         """Report what ``end`` left for the event loop's next turn (and at close)."""
-        self._scheduled = False
-        pending, self._pending = self._pending, []
-        for item in pending:
-            self._emit(item)
+        self._pending.flush()
 
     def _emit(self, item: _Done) -> None:
         name, attributes, start_ns, elapsed, ctx, error, metric_attributes = item
