@@ -12,26 +12,36 @@ last callback (a loop closed before it ran the callback leaves nothing stuck).
 
 from __future__ import annotations
 
+import weakref
 from asyncio import AbstractEventLoop
 from collections import deque
 from collections.abc import Callable
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
-__all__ = ["NextTurn"]
+__all__ = ["NextTurn", "flush_all"]
 
 T = TypeVar("T")
+
+_LIVE: weakref.WeakSet[NextTurn[Any]] = weakref.WeakSet()
+
+
+def flush_all() -> None:
+    """Report what every queue holds now (``otelperf.testing`` does, before it answers)."""
+    for turn in list(_LIVE):
+        turn.flush()
 
 
 class NextTurn(Generic[T]):
     """Items handed to ``report`` on the loop's next turn, in the order they came."""
 
-    __slots__ = ("_items", "_loop", "_report", "_scheduled")
+    __slots__ = ("__weakref__", "_items", "_loop", "_report", "_scheduled")
 
     def __init__(self, report: Callable[[T], None]) -> None:
         self._items: deque[T] = deque()
         self._report = report
         self._scheduled = False
         self._loop: AbstractEventLoop | None = None
+        _LIVE.add(self)
 
     def add(self, item: T, loop: AbstractEventLoop) -> None:
         """Queue ``item``; ``loop`` (the running one) reports it on its next turn."""

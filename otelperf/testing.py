@@ -31,6 +31,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from otelperf._deferred import flush_all
 from otelperf._perf import Perf
 from otelperf.config import Config, ConfigSource, load_config
 
@@ -55,12 +56,18 @@ class CapturedTelemetry:
         self.reader = reader
 
     def spans(self, name: str | None = None) -> list[ReadableSpan]:
-        """Finished spans, optionally only those called ``name``."""
+        """Finished spans, optionally only those called ``name``.
+
+        Cache operations and queries still waiting for the event loop's next turn are
+        reported first, so a test can assert right after the call it made.
+        """
+        flush_all()
         found = list(self.span_exporter.get_finished_spans())
         return [s for s in found if name is None or s.name == name]
 
     def metrics(self) -> dict[str, Any]:
         """Collect now; return each metric by name (its ``data`` holds the points)."""
+        flush_all()
         out: dict[str, Any] = {}
         data = self.reader.get_metrics_data()
         if data is None:

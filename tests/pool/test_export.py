@@ -57,3 +57,25 @@ def test_query_spans_and_pool_metrics_are_exported(
     assert points["db.client.operation.duration"] == queries
     assert points["db.client.connection.wait_time"] == queries
     assert points["db.client.connection.use_time"] == queries
+
+
+def test_capture_sees_a_query_before_the_loop_turns(postgres_dsn: str) -> None:
+    """otelperf.testing.capture() reports deferred query telemetry before it answers."""
+    from otelperf.testing import capture
+
+    async def run() -> tuple[list[str], int]:
+        config = {
+            "version": 1,
+            "service": {"name": "t"},
+            "pools": {"main": {"conninfo": postgres_dsn, "min_size": 1, "max_size": 1}},
+        }
+        with capture(config) as captured:
+            async with captured.perf, captured.perf.pool("main").connection() as conn:
+                await conn.execute("SELECT 1")
+                names = [span.name for span in captured.spans()]  # no await in between
+                (point,) = captured.points("db.client.operation.duration")
+                return names, point.count
+
+    names, count = asyncio.run(run())
+    assert names == ["SELECT"]
+    assert count == 1
