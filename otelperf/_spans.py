@@ -78,8 +78,13 @@ try:  # the SDK is a dependency, but a tracer handed in may come from elsewhere
         ALWAYS_OFF,
         ALWAYS_ON,
         ParentBased,
+        ParentBasedTraceIdRatio,
         TraceIdRatioBased,
     )
+
+    # ParentBased itself and the subclass OTEL_TRACES_SAMPLER=parentbased_traceidratio builds
+    # (it only chooses the root); any other subclass may decide differently: it is asked.
+    _PARENT_BASED_TYPES = (ParentBased, ParentBasedTraceIdRatio)
 
     _MULTI: tuple[type, ...] = (SynchronousMultiSpanProcessor, ConcurrentMultiSpanProcessor)
     _QUIET_STARTS = frozenset(
@@ -196,7 +201,7 @@ class SpanRecorder:
             random_id = parent_flags & TraceFlags.RANDOM_TRACE_ID
         sampler = tracer.sampler
         delegate: Any = None
-        if type(sampler) is ParentBased and _PARENT_BASED:
+        if type(sampler) in _PARENT_BASED_TYPES and _PARENT_BASED:
             if parent is None:
                 delegate = sampler._root
                 if type(delegate) is TraceIdRatioBased:  # its rule, on the id just made

@@ -394,11 +394,14 @@ class ListedIds(IdGenerator):
 
 
 @pytest.mark.parametrize("rate", [0.0, 0.25, 0.5, 1.0])
-def test_root_ratio_decisions_equal_the_samplers(rate: float) -> None:
+@pytest.mark.parametrize("subclass", [False, True], ids=["ParentBased", "ParentBasedTraceIdRatio"])
+def test_root_ratio_decisions_equal_the_samplers(rate: float, subclass: bool) -> None:
     """For the same trace ids, root spans are kept or dropped exactly as the SDK decides."""
+    from opentelemetry.sdk.trace.sampling import ParentBasedTraceIdRatio
+
     trace_ids = [random.getrandbits(128) or 1 for _ in range(400)]
     ours, theirs = ListedIds(trace_ids), ListedIds(trace_ids)
-    sampler = ParentBased(TraceIdRatioBased(rate))
+    sampler = ParentBasedTraceIdRatio(rate) if subclass else ParentBased(TraceIdRatioBased(rate))
     provider, exporter = _provider(sampler, id_generator=ours)
     sdk_provider, sdk_exporter = _provider(sampler, id_generator=theirs)
     recorder = SpanRecorder(provider.get_tracer("t"))
@@ -422,3 +425,18 @@ def test_span_context_layout_is_the_one_read() -> None:
     assert SPAN_CONTEXT_FIELDS
     provider, _ = _provider()
     assert SpanRecorder(provider.get_tracer("t")).direct
+
+
+def test_a_parent_based_subclass_of_its_own_is_asked() -> None:
+    """A ParentBased subclass that decides differently is consulted, not second-guessed."""
+
+    class Vetoing(ParentBased):
+        def should_sample(self, *args: Any, **kwargs: Any) -> SamplingResult:
+            return SamplingResult(Decision.DROP)
+
+    provider, exporter = _provider(Vetoing(ALWAYS_ON))
+    recorder = SpanRecorder(provider.get_tracer("t"))
+    assert recorder.direct
+    recorder.record("q", SpanKind.CLIENT, ATTRS, 1, 2, _parent())
+    recorder.record("q", SpanKind.CLIENT, ATTRS, 1, 2)
+    assert exporter.get_finished_spans() == ()
