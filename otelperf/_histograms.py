@@ -211,18 +211,8 @@ class FastHistogram:
         """Add ``value`` to series ``key``; an exemplar when the current span is sampled."""
         if not value >= 0.0:  # negative or NaN: a histogram of durations/sizes refuses it
             return
-        series = self._series.get(key)
-        if series is None:
-            series = self.series(key, attributes)
-        self.add(series, value, span_context)
-
-    def series(self, key: Hashable, attributes: Mapping[str, Any]) -> _Series:
-        """The series of ``key`` (the overflow series once there are too many)."""
         with self._lock:
-            series = self._series.get(key)
-            if series is None:
-                series = self._new_series(key, attributes)
-        return series
+            self.add_to_shard(self._series_of(key, attributes), value, span_context)
 
     def shard(
         self, key: Hashable, attributes: Mapping[str, Any], mine: dict[int, _Series]
@@ -234,9 +224,7 @@ class FastHistogram:
         per series and thread, whatever the number of keys that lead to it.
         """
         with self._lock:
-            series = self._series.get(key)
-            if series is None:
-                series = self._new_series(key, attributes)
+            series = self._series_of(key, attributes)
             shard = mine.get(id(series))
             if shard is None:
                 shard = _Series(series.attributes, len(self.boundaries) + 1)
@@ -245,13 +233,9 @@ class FastHistogram:
                 mine[id(series)] = shard  # series are never dropped: the id stays theirs
         return shard, series is not self._series.get(_OVERFLOW_KEY)
 
-    def add(self, series: _Series, value: float, span_context: SpanContext | None) -> None:
-        """Add ``value`` (>= 0) to ``series``, one of this histogram's, under the lock."""
-        with self._lock:
-            self.add_to_shard(series, value, span_context)
-
     def add_to_shard(self, shard: _Series, value: float, span_context: SpanContext | None) -> None:
-        """Add ``value`` (>= 0) to ``shard``; only the shard's own thread may call this."""
+        """Add ``value`` (>= 0) to ``shard``: a series under the lock, or the calling
+        thread's own shard without it."""
         index = bisect_left(self.boundaries, value)
         shard.counts[index] += 1  # first: a snapshot may lag in sum, never run ahead of it
         shard.count += 1
@@ -273,7 +257,12 @@ class FastHistogram:
                     span_context.span_id,
                 )
 
-    def _new_series(self, key: Hashable, attributes: Mapping[str, Any]) -> _Series:
+    def _series_of(self, key: Hashable, attributes: Mapping[str, Any]) -> _Series:
+        """The series of ``key``, made when new (the overflow series past the limit);
+        the caller holds the lock."""
+        series = self._series.get(key)
+        if series is not None:
+            return series
         if len(self._series) >= MAX_SERIES:
             series = self._series.get(_OVERFLOW_KEY)
             if series is None:

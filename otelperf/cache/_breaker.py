@@ -17,7 +17,6 @@ from collections.abc import Callable
 __all__ = ["CLOSED", "HALF_OPEN", "OPEN", "Breaker"]
 
 CLOSED, HALF_OPEN, OPEN = 0, 1, 2
-_NAMES = {CLOSED: "closed", HALF_OPEN: "half-open", OPEN: "open"}
 
 _log = logging.getLogger("otelperf.cache")
 
@@ -43,11 +42,6 @@ class Breaker:
         """How many times the breaker opened (closed -> open, or a failed probe)."""
         self._opened_at = 0.0
         self._probe_at = 0.0
-
-    @property
-    def state_name(self) -> str:
-        """``closed``, ``half-open`` or ``open``."""
-        return _NAMES[self.state]
 
     def allow(self) -> bool:
         """Whether a call may go to the backend now (True for the probe once cooled down)."""

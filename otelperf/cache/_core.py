@@ -24,7 +24,7 @@ from otelperf._errors import OtelperfError
 from otelperf.cache._breaker import Breaker
 from otelperf.cache._keys import CacheKeyError, prefix_of
 from otelperf.cache._memory import MemoryStore
-from otelperf.cache._redis import RedisStore
+from otelperf.cache._redis import REDIS_SPAN_ATTRIBUTES, RedisStore
 from otelperf.cache._serializers import Codec, InvalidEntryError, SerializationError, Stored
 from otelperf.cache._stampede import SingleFlight, SyncSingleFlight, xfetch_due
 from otelperf.cache._telemetry import CacheTelemetry
@@ -75,7 +75,7 @@ class CacheCore:
         self._l1_ttl = 0.0
         span_attributes: dict[str, Any] = {}
         if isinstance(config, (RedisCache, TieredCache)):
-            span_attributes = RedisStore.describe(config)
+            span_attributes = REDIS_SPAN_ATTRIBUTES
         self.telemetry = CacheTelemetry(
             name,
             tiered=tiered,

@@ -31,9 +31,9 @@ class Op:
 class Deadlines:
     """The deadlines of every in-flight operation of one store."""
 
-    def __init__(self, timeout: float, tick: float | None = None) -> None:
+    def __init__(self, timeout: float) -> None:
         self.timeout = timeout
-        self.tick = tick if tick is not None else min(0.01, max(0.001, timeout / 10))
+        self.tick = min(0.01, max(0.001, timeout / 10))
         self._ops: dict[int, Op] = {}
         self._handle: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None

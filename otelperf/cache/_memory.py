@@ -110,12 +110,6 @@ class MemoryStore:
                 self._drop(key, entry)
         return len(doomed)
 
-    def clear(self) -> None:
-        """Forget everything."""
-        with self._lock:
-            self._data.clear()
-            self._tags.clear()
-
     def _drop(self, key: str, entry: MemEntry) -> None:
         del self._data[key]
         if entry.tags:

@@ -66,6 +66,10 @@ return 0
 """
 
 
+REDIS_SPAN_ATTRIBUTES: dict[str, Any] = {"db.system.name": "redis"}
+"""What every Redis operation's span carries: few attributes, each costs microseconds."""
+
+
 class StoreError(Exception):
     """A Redis operation failed; ``kind`` is timeout, connection, response or breaker_open."""
 
@@ -187,10 +191,7 @@ class RedisStore:
         common: dict[str, Any] = {"socket_connect_timeout": config.connect_timeout}
         # No CLIENT SETINFO on connect: one round trip less, and one read less that a
         # frozen server could stall. redis-py 7 renamed the switch.
-        connection_params = inspect.signature(
-            redis.asyncio.connection.AbstractConnection
-        ).parameters
-        if "driver_info" in connection_params:
+        if _takes_driver_info():
             common["driver_info"] = None
         else:  # pragma: no cover - redis-py < 7
             common.update(lib_name=None, lib_version=None)
@@ -214,16 +215,10 @@ class RedisStore:
         conn_class, conn_kwargs = template.connection_class, dict(template.connection_kwargs)
         self._pool = _Pool(lambda: conn_class(**conn_kwargs), config.pool_size)
         self._deadlines = Deadlines(config.timeout)
-        self._sha: dict[str, str] = {}
         self._scripts = {
             src: self._sync.register_script(src)
             for src in (_SET_TAGGED, _INVALIDATE_TAGS, _FETCH_OR_LOCK, _RELEASE)
         }
-
-    @staticmethod
-    def describe(config: RedisCache | TieredCache) -> dict[str, Any]:
-        """Span attributes for ``config``: few, since each costs the SDK microseconds."""
-        return {"db.system.name": "redis"}
 
     # --- lifecycle -------------------------------------------------------------
 
@@ -543,11 +538,12 @@ class RedisStore:
         script = self._scripts[_RELEASE]
         self._sync_call("lock", lambda: script(keys=[lock_key], args=[token]))
 
-    def ping_sync(self) -> None:
-        """Sync :meth:`ping`."""
-        try:
-            self._sync.ping()
-        except self._errors.RedisError as exc:
-            raise OtelperfError(
-                redact_text(f"cache {self.name!r}: Redis did not answer PING: {exc}")
-            ) from None
+
+@functools.cache
+def _takes_driver_info() -> bool:
+    """Whether this redis-py names the CLIENT SETINFO switch ``driver_info`` (7 and later)."""
+    import redis.asyncio
+
+    return (
+        "driver_info" in inspect.signature(redis.asyncio.connection.AbstractConnection).parameters
+    )

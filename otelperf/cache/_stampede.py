@@ -48,9 +48,6 @@ class SingleFlight:
     def __init__(self) -> None:
         self._flights: dict[str, asyncio.Task[Any]] = {}
 
-    def __len__(self) -> int:
-        return len(self._flights)
-
     async def run(self, key: str, compute: Callable[[], Awaitable[Any]]) -> tuple[Any, bool]:
         """The result of ``compute`` for ``key``, and whether this caller joined a flight."""
         task = self._flights.get(key)

@@ -18,7 +18,7 @@ from typing import Any
 
 from opentelemetry.context import Context
 from opentelemetry.metrics import CallbackOptions, Observation
-from opentelemetry.trace import SpanKind, Tracer, get_current_span
+from opentelemetry.trace import SpanKind, get_current_span
 
 from otelperf import _instruments
 from otelperf._component import ComponentTelemetry
@@ -155,7 +155,6 @@ class CacheTelemetry:
         self.evictions: Callable[[], int] = lambda: 0
         self.entries: Callable[[], int] | None = None
         self.breaker_state: Callable[[], int] | None = None
-        self.tracer: Tracer | None = None
         self._spans: SpanRecorder | None = None
         self._duration: Any = None
         self._size: Any = None
@@ -163,7 +162,7 @@ class CacheTelemetry:
         self._base = {"cache.name": name}
         self._span_base = {"cache.name": name, **span_attributes}
         self._op_attrs: dict[tuple[str, str | None], dict[str, str]] = {}
-        self._pending: NextTurn[tuple[Any, ...]] = NextTurn(self._record_item)
+        self._pending: NextTurn[tuple[Any, ...]] = NextTurn(self._record)
         self._logged: set[str] = set()
 
     # --- lifecycle -------------------------------------------------------------
@@ -183,7 +182,6 @@ class CacheTelemetry:
         if self.breaker_state is not None:
             _instruments.create(meter, "otelperf.cache.breaker.state", [self._observe_breaker])
         self._spans = SpanRecorder(telemetry.tracer)
-        self.tracer = telemetry.tracer
 
     def flush(self) -> None:
         """Record what is still deferred (at stop, and by the event loop's callback)."""
@@ -222,18 +220,18 @@ class CacheTelemetry:
         From async code (``deferred``) the recording waits for the event loop's next
         turn; from threads it happens now.
         """
-        if self.tracer is None:
+        if self._spans is None:  # not bound yet
             return
         item = (op, start_ns, duration, ctx, hit, size, error, key)
         if deferred:
             try:
                 loop = asyncio.get_running_loop()
             except RuntimeError:
-                self._record(*item)
+                self._record(item)
                 return
             self._pending.add(item, loop)
             return
-        self._record(*item)
+        self._record(item)
 
     def origin(self, duration: float, ctx: Context | None, error: str | None) -> None:
         """Report one origin call."""
@@ -272,10 +270,7 @@ class CacheTelemetry:
             self._op_attrs[key] = attrs
         return attrs
 
-    def _record_item(self, item: tuple[Any, ...]) -> None:
-        self._record(*item)
-
-    def _record(self, *item: Any) -> None:
+    def _record(self, item: tuple[Any, ...]) -> None:
         try:
             self._emit(*item)
         except Exception as exc:  # a sampler or processor of the app's failed: not our call's
