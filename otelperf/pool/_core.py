@@ -8,7 +8,9 @@ import logging
 import select
 import threading
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
+
+from opentelemetry.metrics import Meter
 
 from otelperf._errors import OtelperfError
 from otelperf.pool._config import PoolPlan, Redactor
@@ -136,6 +138,38 @@ def exhausted(
             f"{key}.timeout, or hold connections for less time"
         )
     return PoolExhaustedError(name, reason, message, plan.exhausted_status)
+
+
+def refuse(
+    plan: PoolPlan,
+    state: PoolState,
+    name: str,
+    errors: tuple[type[Exception], ...],
+    exc: Exception,
+    timeout: float,
+) -> NoReturn:
+    """Raise what a failed ``getconn`` means to the caller (counted), or ``exc`` itself.
+
+    Called from the ``except`` block around ``getconn`` of either twin; ``errors`` is
+    :func:`pool_errors`, ``name`` the twin's name for the closed-pool message.
+    """
+    too_many, pool_timeout, pool_closed = errors
+    if isinstance(exc, too_many):
+        with state.lock:
+            state.rejected += 1
+        raise exhausted(plan, state, "queue_full", timeout) from exc
+    if isinstance(exc, pool_timeout):
+        with state.lock:
+            state.timeouts += 1
+        raise exhausted(plan, state, timeout_reason(state), timeout) from exc
+    if isinstance(exc, pool_closed):
+        raise closed_error(name) from None
+    raise exc
+
+
+def pool_state(name: str, meter: Meter, plan: PoolPlan) -> PoolState:
+    """A fresh state for a twin of the pool ``plan`` describes."""
+    return PoolState(name, meter, plan.pool_options["min_size"], plan.pool_options["max_size"])
 
 
 def timeout_reason(state: PoolState) -> ExhaustedReason:

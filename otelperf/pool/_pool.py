@@ -122,9 +122,7 @@ class Pool:
         queries = QueryTelemetry(
             telemetry.tracer, meter, plan.target, record_statements=plan.record_statements
         )
-        state = PoolState(
-            plan.name, meter, plan.pool_options["min_size"], plan.pool_options["max_size"]
-        )
+        state = _core.pool_state(plan.name, meter, plan)
         old_state, old_meter = self._state, self._telemetry.meter if self._telemetry else None
         if old_state is not None and old_meter is not None:
             _metrics.leave(old_meter, old_state)
@@ -273,12 +271,7 @@ class Pool:
             try:
                 conn = await pool.getconn(deadline - perf_counter())
             except Exception as exc:
-                error = self._refused(exc, timeout)
-                if error is exc:
-                    raise
-                raise error from error.__cause__
-            if not plan.check:
-                return conn
+                _core.refuse(plan, state, self.name, self._errors, exc, timeout)
             verdict = _core.verdict(conn, plan, perf_counter())
             if verdict == _core.USABLE:
                 return conn
@@ -296,26 +289,6 @@ class Pool:
                     return conn
             state.lost += 1
             await self._discard(pool, conn)
-
-    def _refused(self, exc: Exception, timeout: float) -> Exception:
-        """What a failed ``getconn`` means to the caller (counted; raised from its
-        ``__cause__``), or ``exc`` itself."""
-        too_many, pool_timeout, pool_closed = self._errors
-        state = self._state
-        assert state is not None
-        error: Exception
-        if isinstance(exc, too_many):
-            state.rejected += 1
-            error = _core.exhausted(self._plan, state, "queue_full", timeout)
-        elif isinstance(exc, pool_timeout):
-            state.timeouts += 1
-            error = _core.exhausted(self._plan, state, _core.timeout_reason(state), timeout)
-        elif isinstance(exc, pool_closed):
-            return _core.closed_error(self.name)  # raised from None: psycopg's adds nothing
-        else:
-            return exc
-        error.__cause__ = exc
-        return error
 
     @staticmethod
     async def _discard(pool: AsyncConnectionPool[Any], conn: Any) -> None:
@@ -367,10 +340,7 @@ class _AsyncCheckout:
             try:
                 conn = await pool.getconn(self._timeout)
             except Exception as exc:
-                error = owner._refused(exc, self._timeout)
-                if error is exc:
-                    raise
-                raise error from error.__cause__
+                _core.refuse(owner._plan, state, owner.name, owner._errors, exc, self._timeout)
         now = perf_counter()
         state.used += 1
         state.checkouts += 1

@@ -70,13 +70,7 @@ class SyncPool:
         with self._lock:
             old = self._state
             if old is not None and self._telemetry is not None:
-                plan = self._owner._plan
-                state = PoolState(
-                    self.name,
-                    telemetry.meter,
-                    plan.pool_options["min_size"],
-                    plan.pool_options["max_size"],
-                )
+                state = _core.pool_state(self.name, telemetry.meter, self._owner._plan)
                 _metrics.leave(self._telemetry.meter, old)
                 state.pool = old.pool
                 _metrics.join(telemetry.meter, state)
@@ -102,12 +96,7 @@ class SyncPool:
             self._errors = _core.pool_errors()
 
             plan = owner._plan
-            state = PoolState(
-                self.name,
-                telemetry.meter,
-                plan.pool_options["min_size"],
-                plan.pool_options["max_size"],
-            )
+            state = _core.pool_state(self.name, telemetry.meter, plan)
             self._hooks = ConnectionHooks(state, queries, plan.redact)
             connection_class, cursor_class = sync_classes(self._hooks)
             pool = ConnectionPool(
@@ -133,22 +122,13 @@ class SyncPool:
             pool.close()
 
     def _acquire(self, pool: ConnectionPool[Any], state: PoolState, timeout: float) -> Any:
-        too_many, pool_timeout, pool_closed = self._errors
         plan = self._owner._plan
         deadline = perf_counter() + timeout
         while True:
             try:
                 conn = pool.getconn(deadline - perf_counter())
-            except too_many as exc:
-                with state.lock:
-                    state.rejected += 1
-                raise _core.exhausted(plan, state, "queue_full", timeout) from exc
-            except pool_timeout as exc:
-                with state.lock:
-                    state.timeouts += 1
-                raise _core.exhausted(plan, state, _core.timeout_reason(state), timeout) from exc
-            except pool_closed:
-                raise _core.closed_error(self.name) from None
+            except Exception as exc:
+                _core.refuse(plan, state, self.name, self._errors, exc, timeout)
             if not plan.check:
                 return conn
             verdict = _core.verdict(conn, plan, perf_counter())
