@@ -46,11 +46,11 @@ def install_correlation(tracer_provider: Any) -> Callable[[], None]:
     return remove
 
 
-def export_logs(exporter: Any, resource: Any, level: str) -> tuple[Any, Callable[[], None]]:
+def export_logs(exporter: Any, resource: Any, level: str) -> Callable[[], None]:
     """Send stdlib logging records at ``level`` and above through ``exporter``.
 
-    Returns the logger provider and the function that detaches the handler and
-    shuts the provider down (flushing what is queued).
+    Returns the function that detaches the handler and shuts the logger provider down
+    (flushing what is queued).
     """
     from opentelemetry.instrumentation.logging.handler import LoggingHandler
     from opentelemetry.sdk._logs import LoggerProvider
@@ -66,4 +66,4 @@ def export_logs(exporter: Any, resource: Any, level: str) -> tuple[Any, Callable
         root.removeHandler(handler)
         provider.shutdown()
 
-    return provider, close
+    return close

@@ -3,7 +3,8 @@
 Built when the Perf is created (no I/O, so ``@perf.cached`` can decorate at import
 time); started in the lifespan startup in dependency order (pools before the
 batchers that write through them) and stopped in reverse (batchers flush through
-pools that are still open), each stop bounded by its own deadline.
+pools that are still open); each component bounds its own stop (a batcher by its
+``shutdown_deadline``), so this module adds no timeout of its own.
 """
 
 from __future__ import annotations

@@ -68,7 +68,6 @@ from otelperf._histograms import (
     cumulative_histograms,
 )
 from otelperf._instruments import BYTES_BUCKETS, SECONDS_BUCKETS
-from otelperf._instruments import HTTP_DURATION_BUCKETS as HTTP_SECONDS_BUCKETS
 from otelperf._logs import export_logs, install_correlation
 from otelperf._redact import redact_text
 from otelperf._version import __version__
@@ -76,7 +75,6 @@ from otelperf.config._schema import Config, OtlpConfig
 
 __all__ = [
     "BYTES_BUCKETS",
-    "HTTP_SECONDS_BUCKETS",
     "SECONDS_BUCKETS",
     "Telemetry",
     "build_resource",
@@ -581,7 +579,7 @@ def _from_config(
             log_exporter = ConsoleLogRecordExporter(out=sys.stdout)
         else:
             log_exporter = _JsonLinesLogExporter(file_sink())
-        closers.append(export_logs(log_exporter, resource, logs.level)[1])
+        closers.append(export_logs(log_exporter, resource, logs.level))
     if logs.correlation:
         closers.append(install_correlation(tracer_provider))
     return Telemetry(

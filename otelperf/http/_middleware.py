@@ -139,7 +139,7 @@ class _Bound:
         # Callbacks go through the middleware: on a provider the application owns, a
         # second lifespan gets the first instrument back (with its first callback).
         _instruments.create(meter, "http.server.active_requests", [owner._observe_active])
-        if owner._latency_threshold is not None or owner._availability:
+        if owner._judging:
             _instruments.create(meter, "otelperf.http.slo.requests", [owner._observe_slo])
         if owner.compression_saved is not None:
             _instruments.create(meter, "otelperf.http.compression.saved", [owner._observe_saved])
@@ -170,6 +170,7 @@ class OtelperfMiddleware:
             slo.latency.threshold if slo is not None and slo.latency is not None else None
         )
         self._availability = slo is not None and slo.availability is not None
+        self._judging = self._latency_threshold is not None or self._availability
         self._routes = RouteTable(find_routes_owner(app))
         self._bound: _Bound | None = None
         self._bind_failed = False
@@ -324,8 +325,9 @@ class OtelperfMiddleware:
         if captured:
             _capture(span_attrs, "http.request.header.", captured, self._capture_request)
 
+        span_name = method if method != "_OTHER" else "HTTP"
         span = bound.tracer.start_span(
-            method if method != "_OTHER" else "HTTP",
+            span_name,
             context=parent,
             kind=SpanKind.SERVER,
             attributes=span_attrs,
@@ -393,7 +395,7 @@ class OtelperfMiddleware:
                 attrs[HTTP_RESPONSE_STATUS_CODE] = status
             if route is not None:
                 attrs[HTTP_ROUTE] = route
-                span.update_name(f"{method if method != '_OTHER' else 'HTTP'} {route}")
+                span.update_name(f"{span_name} {route}")
             if error_type is None and status >= 500:
                 error_type = scope.get(ERROR_TYPE_KEY) or str(status)
             if error_type is not None:
@@ -414,7 +416,7 @@ class OtelperfMiddleware:
             bound.response_size.record(response_size, key, attrs, span_context)
             if request_size is not None:
                 bound.request_size.record(request_size, key, attrs, span_context)
-            if self._latency_threshold is not None or self._availability:
+            if self._judging:
                 self._judge(bound, route, status, duration)
             if session is not None and profiling is not None:
                 profiling.end(
