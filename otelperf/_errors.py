@@ -5,7 +5,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-__all__ = ["ConfigError", "ConfigProblem", "MissingDependencyError", "OtelperfError"]
+__all__ = [
+    "ConfigError",
+    "ConfigProblem",
+    "MissingDependencyError",
+    "OtelperfError",
+    "error_type",
+]
 
 
 class OtelperfError(Exception):
@@ -62,3 +68,11 @@ class MissingDependencyError(OtelperfError, ImportError):
 
 for _cls in (OtelperfError, ConfigError, ConfigProblem, MissingDependencyError):
     _cls.__module__ = "otelperf"
+
+
+def error_type(error: BaseException) -> str:
+    """The ``error.type`` telemetry gives an exception: its class, module-qualified
+    unless it is a builtin (``TimeoutError``, ``psycopg.errors.UniqueViolation``)."""
+    kind = type(error)
+    module = kind.__module__
+    return kind.__qualname__ if module == "builtins" else f"{module}.{kind.__qualname__}"

@@ -32,6 +32,7 @@ from opentelemetry.context import Context
 from opentelemetry.trace import Span
 
 from otelperf._component import ComponentTelemetry
+from otelperf._errors import error_type
 from otelperf._redact import redact_text
 from otelperf.batch._deadletter import DeadLetterFile
 from otelperf.batch._errors import BatcherClosedError, BatcherError, BatcherFullError
@@ -772,12 +773,4 @@ class _FlushOutcome:
         self.batcher._fail(items, error, reason, attempts)
         self.failed_count += len(items)
         if self.error_type is None:
-            if error is None:
-                self.error_type = "shutdown"
-            else:
-                kind = type(error)
-                self.error_type = (
-                    kind.__qualname__
-                    if kind.__module__ == "builtins"
-                    else f"{kind.__module__}.{kind.__qualname__}"
-                )
+            self.error_type = "shutdown" if error is None else error_type(error)

@@ -194,14 +194,10 @@ class BatchQueue:
                 self._evict_oldest()
             elif mode == "block":
                 return FULL
-            elif mode == "raise":
+            else:  # raise, drop_newest, or drop_oldest with everything held being written
                 self.produced += 1
                 self.dropped["queue_full"] += 1
-                return REFUSED
-            else:  # drop_newest, or drop_oldest with everything held already being written
-                self.produced += 1
-                self.dropped["queue_full"] += 1
-                return DROPPED
+                return REFUSED if mode == "raise" else DROPPED
         self.produced += 1
         self.held += 1
         tail = self.tail

@@ -24,6 +24,7 @@ from opentelemetry.semconv.attributes.error_attributes import ERROR_TYPE
 from opentelemetry.trace import Link, Span, SpanContext, SpanKind, Status, StatusCode
 
 from otelperf import _instruments
+from otelperf._errors import error_type
 from otelperf._instruments import SECONDS_BUCKETS, InstrumentSpec
 from otelperf.batch._stats import BatcherStats
 
@@ -234,17 +235,8 @@ class BatchTelemetry:
             span.add_event(
                 "otelperf.batch.split" if delay == 0 else "otelperf.batch.retry",
                 {
-                    ERROR_TYPE: _qualified(error),
+                    ERROR_TYPE: error_type(error),
                     "otelperf.batch.part.size": items,
                     "otelperf.batch.retry.delay": delay,
                 },
             )
-
-
-def _qualified(error: BaseException) -> str:
-    kind = type(error)
-    return (
-        kind.__qualname__
-        if kind.__module__ == "builtins"
-        else f"{kind.__module__}.{kind.__qualname__}"
-    )

@@ -105,12 +105,6 @@ from otelperf.config._resources_schema import (
 from otelperf.config._resources_schema import (
     TieredCache as TieredCache,
 )
-from otelperf.config._resources_schema import (  # re-exported: one place to import from
-    _CacheBase as _CacheBase,
-)
-from otelperf.config._resources_schema import (
-    _RedisOptions as _RedisOptions,
-)
 
 # --- service -----------------------------------------------------------------
 
@@ -251,14 +245,13 @@ class TelemetryConfig(_Model):
                     "otel_config_file replaces {keys}; remove them or remove otel_config_file",
                     {"keys": ", ".join(clash)},
                 )
-        for signal, chosen in (("traces", self.traces.exporter),):
-            if chosen == "prometheus":
-                raise PydanticCustomError(
-                    "exporter",
-                    "{signal}.exporter cannot be prometheus (it serves metrics only); "
-                    "use otlp, console, file or none",
-                    {"signal": signal},
-                )
+        if self.traces.exporter == "prometheus":
+            raise PydanticCustomError(
+                "exporter",
+                "{signal}.exporter cannot be prometheus (it serves metrics only); "
+                "use otlp, console, file or none",
+                {"signal": "traces"},
+            )
         return self
 
 

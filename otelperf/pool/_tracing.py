@@ -36,6 +36,7 @@ from opentelemetry.trace import SpanKind, Tracer
 
 from otelperf import _instruments
 from otelperf._deferred import NextTurn
+from otelperf._errors import error_type
 from otelperf._spans import SpanRecorder
 from otelperf.pool._config import Target
 from otelperf.pool._metrics import OPERATION_DURATION
@@ -192,21 +193,12 @@ class QueryTelemetry:
         try:
             status = getattr(error, "sqlstate", None)
             status = status if isinstance(status, str) and status else None
-            if status is not None:
-                error_type = status
-            else:
-                cls = type(error)
-                module = cls.__module__
-                error_type = (
-                    cls.__qualname__ if module == "builtins" else f"{module}.{cls.__qualname__}"
-                )
-            attributes = {**attributes, ERROR_TYPE: error_type}
+            kind = status if status is not None else error_type(error)
+            attributes = {**attributes, ERROR_TYPE: kind}
             if status is not None:
                 attributes[DB_RESPONSE_STATUS_CODE] = status
-            self._spans.record(
-                shape.name, SpanKind.CLIENT, attributes, start_ns, None, ctx, error_type
-            )
-            self._duration.record(elapsed, shape.error_attributes(error_type, status), context=ctx)
+            self._spans.record(shape.name, SpanKind.CLIENT, attributes, start_ns, None, ctx, kind)
+            self._duration.record(elapsed, shape.error_attributes(kind, status), context=ctx)
         except Exception:
             self._failed("fail")
 

@@ -23,12 +23,12 @@ profiler, is running: that call is skipped too, never silently corrupting a prof
 from __future__ import annotations
 
 import cProfile
+import importlib.util
 import marshal
 import os
 import pstats
 import sys
 import threading
-import time
 from collections.abc import Callable
 from typing import Any, Literal
 
@@ -60,11 +60,10 @@ class EngineBusyError(Exception):
 
 
 def require_pyinstrument(feature: str) -> None:
-    """Raise :class:`otelperf.MissingDependencyError` when pyinstrument is not installed."""
-    try:
-        import pyinstrument  # noqa: F401
-    except ImportError:
-        raise MissingDependencyError("pyinstrument", "profiling", feature) from None
+    """Raise :class:`otelperf.MissingDependencyError` when pyinstrument is not installed
+    (found without importing it: nothing is loaded until a profile runs)."""
+    if importlib.util.find_spec("pyinstrument") is None:
+        raise MissingDependencyError("pyinstrument", "profiling", feature)
 
 
 def _foreign_profiler() -> bool:
@@ -75,24 +74,15 @@ def _foreign_profiler() -> bool:
 class Captured:
     """A stopped profile: its top frames now, its files later (in the writer thread)."""
 
-    def __init__(self, engine: Engine, data: Any, wall: float) -> None:
+    def __init__(self, engine: Engine, data: Any) -> None:
         self.engine = engine
         self._data = data
-        self.wall = wall
-        """Seconds the engine ran."""
 
     def top(self, limit: int, app: AppCode) -> list[TopFrame]:
         """The ``limit`` frames with the most own time (see ``_frames``)."""
         if self.engine == "pyinstrument":
             return pyinstrument_top(self._data.frame_records, limit, app)
         return cprofile_top(self._data.stats, limit, app)
-
-    @property
-    def extensions(self) -> tuple[str, ...]:
-        """File extensions :meth:`write` produces."""
-        if self.engine == "pyinstrument":
-            return ("speedscope.json", "html")
-        return ("pstats",)
 
     def write(self, describe: str, write_file: Callable[[str, bytes], None]) -> None:
         """Render the profile; ``write_file(extension, content)`` stores each file."""
@@ -111,13 +101,11 @@ class Captured:
 class Run:
     """One running profile; :meth:`stop` it from the thread (and task) that started it."""
 
-    __slots__ = ("_engine", "_profiler", "_started", "_thread")
+    __slots__ = ("_engine", "_profiler")
 
-    def __init__(self, engine: Engine, profiler: Any, thread: int) -> None:
+    def __init__(self, engine: Engine, profiler: Any) -> None:
         self._engine = engine
         self._profiler = profiler
-        self._thread = thread
-        self._started = time.perf_counter()
 
     @property
     def engine(self) -> Engine:
@@ -126,15 +114,13 @@ class Run:
     def stop(self) -> Captured:
         """Stop profiling and return what was captured."""
         global _cprofile_thread
-        wall = time.perf_counter() - self._started
         if self._engine == "pyinstrument":
-            session = self._profiler.stop()
-            return Captured("pyinstrument", session, wall)
+            return Captured("pyinstrument", self._profiler.stop())
         profiler: cProfile.Profile = self._profiler
         profiler.disable()
         with _lock:
             _cprofile_thread = None
-        return Captured("cprofile", pstats.Stats(profiler), wall)
+        return Captured("cprofile", pstats.Stats(profiler))
 
 
 def start(engine: Engine, *, interval: float, follow_awaits: bool) -> Run:
@@ -156,7 +142,7 @@ def start(engine: Engine, *, interval: float, follow_awaits: bool) -> Run:
             profiler.start()
         except RuntimeError as exc:  # a pyinstrument profiler already owns this context
             raise EngineBusyError(str(exc)) from None
-        return Run("pyinstrument", profiler, thread)
+        return Run("pyinstrument", profiler)
     with _lock:
         if _cprofile_thread is not None:
             raise EngineBusyError("a cProfile profile is already running (one per process)")
@@ -168,4 +154,4 @@ def start(engine: Engine, *, interval: float, follow_awaits: bool) -> Run:
         except ValueError as exc:  # 3.12+: another tool holds sys.monitoring's profiler id
             raise EngineBusyError(str(exc)) from None
         _cprofile_thread = thread
-    return Run("cprofile", deterministic, thread)
+    return Run("cprofile", deterministic)

@@ -22,7 +22,6 @@ like the route glob, discarded because the route template did not match);
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import os
 import threading
@@ -41,11 +40,18 @@ from opentelemetry.trace import Span, Status, StatusCode, Tracer
 
 from otelperf import _instruments
 from otelperf._component import ComponentTelemetry
-from otelperf._errors import MissingDependencyError, OtelperfError
+from otelperf._errors import OtelperfError
 from otelperf._instruments import InstrumentSpec
 from otelperf.config._schema import ON_DEMAND_HOOK, ProfilingConfig
 from otelperf.profiling._endpoint import Endpoint
-from otelperf.profiling._engines import Captured, Engine, EngineBusyError, Run, start
+from otelperf.profiling._engines import (
+    Captured,
+    Engine,
+    EngineBusyError,
+    Run,
+    require_pyinstrument,
+    start,
+)
 from otelperf.profiling._frames import AppCode
 from otelperf.profiling._functions import Patch, Profiled, patch_function
 from otelperf.profiling._select import (
@@ -168,10 +174,8 @@ class Profiling:
         needs_pyinstrument = self._on_demand is not None or any(
             h.engine == "pyinstrument" for h in hooks
         )
-        if needs_pyinstrument and importlib.util.find_spec("pyinstrument") is None:
-            raise MissingDependencyError(
-                "pyinstrument", "profiling", "profiling with engine pyinstrument"
-            )
+        if needs_pyinstrument:
+            require_pyinstrument("profiling with engine pyinstrument")
         self.selects_requests = bool(self._routes.hooks) or self._on_demand is not None
         """Whether any request can be profiled (route hooks or on-demand configured)."""
         self._requests = False  # selects_requests, once started
