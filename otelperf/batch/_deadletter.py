@@ -60,6 +60,18 @@ def unwritable(path: str) -> str | None:
     return None
 
 
+def open_append(path: str) -> int:
+    """A descriptor appending to ``path`` (created 0644 when missing); OSError if it cannot."""
+    return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+
+
+def write_all(fd: int, data: bytes) -> None:
+    """Write all of ``data`` to ``fd``, however many writes that takes."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
 class DeadLetterFile:
     """Appends failed items to a JSON-lines file; never raises once opened."""
 
@@ -76,7 +88,7 @@ class DeadLetterFile:
         if self._fd is not None:
             return
         try:
-            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            self._fd = open_append(self.path)
         except OSError as exc:
             raise BatcherError(
                 f"batcher {self.batcher!r}: cannot open its dead-letter file {self.path!r}: "
@@ -136,7 +148,4 @@ class DeadLetterFile:
         fd = self._fd
         if fd is None:  # pragma: no cover - open() raises instead
             raise OSError("dead-letter file is not open")
-        view = memoryview(data)
-        while view:
-            written = os.write(fd, view)
-            view = view[written:]
+        write_all(fd, data)

@@ -24,7 +24,7 @@ import os
 from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
 
-from otelperf.batch._deadletter import unwritable
+from otelperf.batch._deadletter import open_append, unwritable, write_all
 from otelperf.batch._errors import BatcherError
 from otelperf.batch._json import dumps_item
 
@@ -166,26 +166,29 @@ class JsonlFileSink:
     def __repr__(self) -> str:
         return f"<JsonlFileSink {self.path!r}>"
 
+    @property
+    def _where(self) -> str:
+        """The config key an error about this file points at."""
+        return f"batchers.{self.batcher}.sink.jsonl.path" if self.batcher else "the path"
+
     async def open(self) -> None:
         if self._fd is not None:
             return
         try:
-            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            self._fd = open_append(self.path)
         except OSError as exc:
-            where = f"batchers.{self.batcher}.sink.jsonl.path" if self.batcher else "the path"
             raise BatcherError(
                 f"batcher {self.batcher!r}: cannot open its jsonl sink file {self.path!r}: "
-                f"{exc.strerror or exc}; fix {where} or the directory's permissions"
+                f"{exc.strerror or exc}; fix {self._where} or the directory's permissions"
             ) from None
 
     async def ping(self) -> None:
         """Raise BatcherError unless the file could be appended to; creates nothing."""
         problem = unwritable(self.path)
         if problem is not None:
-            where = f"batchers.{self.batcher}.sink.jsonl.path" if self.batcher else "the path"
             raise BatcherError(
                 f"batcher {self.batcher!r}: its jsonl sink file {self.path!r} {problem}; "
-                f"fix {where} or the directory's permissions"
+                f"fix {self._where} or the directory's permissions"
             )
 
     async def close(self) -> None:
@@ -201,8 +204,6 @@ class JsonlFileSink:
         fd = self._fd
         if fd is None:  # pragma: no cover - open() sets it or raises
             raise OSError("jsonl sink file is not open")
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
+        write_all(fd, data)
 
     is_item_error = staticmethod(default_is_item_error)

@@ -14,6 +14,10 @@ from otelperf.config._units import Duration, Ratio, Size, written
 # --- caches ------------------------------------------------------------------
 
 
+_IMPORT_PATH = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*")
+"""``module:name`` as callable sinks and profiled functions are named."""
+
+
 class CacheCompression(_Model):
     """Compression of values stored in Redis (memory caches keep the objects themselves)."""
 
@@ -245,7 +249,7 @@ class CallableSink(_Model):
     @field_validator("path")
     @classmethod
     def _import_path(cls, value: str) -> str:
-        if not re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*", value):
+        if not _IMPORT_PATH.fullmatch(value):
             raise PydanticCustomError(
                 "import_path",
                 "invalid import path {found}; expected 'package.module:function'",
@@ -437,7 +441,7 @@ class ProfilingHook(_Model):
     @field_validator("function")
     @classmethod
     def _function_path(cls, value: str | None) -> str | None:
-        if value is not None and not re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*", value):
+        if value is not None and not _IMPORT_PATH.fullmatch(value):
             raise PydanticCustomError(
                 "import_path",
                 "invalid function {found}; expected 'package.module:qualname'",

@@ -132,18 +132,30 @@ def _short(path: str) -> str:
     return path
 
 
+_Where = tuple[str, object] | str
+"""A frame's (file, line), or the text to show as is (``<built-in>``, empty)."""
+
+
+def _location(where: _Where) -> str:
+    if isinstance(where, str):
+        return where
+    path, line = where
+    return f"{_short(path)}:{line}"
+
+
 @dataclass
 class _Slot:
     function: str
-    location: str
+    where: _Where
     self_time: float = 0.0
     await_time: float = 0.0
 
 
 def _ranked(slots: Iterable[_Slot], limit: int) -> list[TopFrame]:
+    """The ``limit`` slots with the most own time; only these get their paths shortened."""
     ordered = sorted(slots, key=lambda s: s.self_time, reverse=True)
     return [
-        TopFrame(s.function, s.location, s.self_time, s.await_time)
+        TopFrame(s.function, _location(s.where), s.self_time, s.await_time)
         for s in ordered[:limit]
         if s.self_time > 0
     ]
@@ -152,8 +164,8 @@ def _ranked(slots: Iterable[_Slot], limit: int) -> list[TopFrame]:
 # --- pyinstrument -------------------------------------------------------------------------
 
 
-def _parse_info(info: str, app: AppCode) -> tuple[str, str, str, bool, bool]:
-    """(identifier, function, location, is_application, is_synthetic) of a frame info."""
+def _parse_info(info: str, app: AppCode) -> tuple[str, str, _Where, bool, bool]:
+    """(identifier, function, where, is_application, is_synthetic) of a frame info."""
     identifier, _, attributes = info.partition("\x01")
     if identifier in _SYNTHETIC:
         return identifier, identifier, "", False, True
@@ -167,22 +179,22 @@ def _parse_info(info: str, app: AppCode) -> tuple[str, str, str, bool, bool]:
             break
     synthetic = path in ("<thread>",)
     is_app = not synthetic and app(path)
-    location = f"{_short(path)}:{line}" if path != "<built-in>" else "<built-in>"
-    return identifier, name, location, is_app, synthetic
+    where: _Where = (path, line) if path != "<built-in>" else "<built-in>"
+    return identifier, name, where, is_app, synthetic
 
 
 def pyinstrument_top(
     records: Sequence[tuple[Sequence[str], float]], limit: int, app: AppCode = _DEFAULT
 ) -> list[TopFrame]:
     """Top ``limit`` frames of pyinstrument ``frame_records`` (``(stack, seconds)`` pairs)."""
-    parsed: dict[str, tuple[str, str, str, bool, bool]] = {}
+    parsed: dict[str, tuple[str, str, _Where, bool, bool]] = {}
     slots: dict[str, _Slot] = {}
     for stack, seconds in records:
         if not stack:
             continue
         awaiting = stack[-1].startswith((_AWAIT, _OUT_OF_CONTEXT))
-        owner: tuple[str, str, str, bool, bool] | None = None
-        innermost: tuple[str, str, str, bool, bool] | None = None
+        owner: tuple[str, str, _Where, bool, bool] | None = None
+        innermost: tuple[str, str, _Where, bool, bool] | None = None
         for info in reversed(stack):
             frame = parsed.get(info)
             if frame is None:
@@ -211,11 +223,11 @@ def pyinstrument_top(
 _Func = tuple[str, int, str]  # pstats: (file, line, function name)
 
 
-def _cprofile_name(func: _Func) -> tuple[str, str]:
+def _cprofile_name(func: _Func) -> tuple[str, _Where]:
     path, line, name = func
     if path == "~":
         return name, "<built-in>"
-    return name, f"{_short(path)}:{line}"
+    return name, (path, line)
 
 
 def cprofile_top(stats: Mapping[_Func, Any], limit: int, app: AppCode = _DEFAULT) -> list[TopFrame]:
