@@ -275,12 +275,11 @@ class RedisStore:
             raise
         except StoreError:
             raise
-        except errors.TimeoutError as exc:
-            raise StoreError("timeout", str(exc)) from None
-        except (errors.ConnectionError, OSError) as exc:
-            raise StoreError("connection", f"{type(exc).__name__}: {exc}") from None
-        except errors.RedisError as exc:
-            raise StoreError("response", f"{type(exc).__name__}: {exc}") from None
+        except Exception as exc:
+            error = _store_error(errors, exc)
+            if error is None:
+                raise
+            raise error from None
         finally:
             deadlines.disarm(op)
             if conn is not None:
@@ -450,14 +449,11 @@ class RedisStore:
         try:
             try:
                 result = call()
-            except errors.TimeoutError as exc:
-                raise StoreError("timeout", str(exc)) from None
-            except errors.ResponseError as exc:
-                raise StoreError("response", f"{type(exc).__name__}: {exc}") from None
-            except (errors.ConnectionError, OSError) as exc:
-                raise StoreError("connection", f"{type(exc).__name__}: {exc}") from None
-            except errors.RedisError as exc:
-                raise StoreError("response", f"{type(exc).__name__}: {exc}") from None
+            except Exception as exc:
+                error = _store_error(errors, exc)
+                if error is None:
+                    raise
+                raise error from None
         except StoreError as exc:
             self._failed(op, exc)
             telemetry.operation(
@@ -547,3 +543,15 @@ def _takes_driver_info() -> bool:
     return (
         "driver_info" in inspect.signature(redis.asyncio.connection.AbstractConnection).parameters
     )
+
+
+def _store_error(errors: Any, exc: Exception) -> StoreError | None:
+    """What a redis-py failure means to the cache (``errors`` is ``redis.exceptions``);
+    None for anything else, which propagates as it is."""
+    if isinstance(exc, errors.TimeoutError):
+        return StoreError("timeout", str(exc))
+    if isinstance(exc, (errors.ConnectionError, OSError)):
+        return StoreError("connection", f"{type(exc).__name__}: {exc}")
+    if isinstance(exc, errors.RedisError):
+        return StoreError("response", f"{type(exc).__name__}: {exc}")
+    return None
