@@ -63,15 +63,7 @@ class Cache(SyncCache):
             data = await redis.get(full)
         except StoreError:
             return ERROR, None, True
-        if data is None:
-            return MISS, None, True
-        stored = self._decode(data)
-        if stored is None:
-            return MISS, None, True
-        state = self._classify(stored, time.time())
-        if state == HIT:
-            self._fill_l1(full, stored)
-        return state, stored.value, True
+        return self._from_l2(full, data)
 
     async def _read_shared(self, full: str) -> tuple[int, Any, bool]:
         """:meth:`_read`, shared by the concurrent lookups of one key.

@@ -240,6 +240,19 @@ class CacheCore:
                 expires = time.monotonic() + remaining
                 memory.set(full, stored.value, expires=expires, stale_until=expires, tags=tags)
 
+    def _from_l2(self, full: str, data: bytes | None) -> tuple[int, Any, bool]:
+        """What a Redis read of ``full`` answered, as ``(state, value, True)``; a fresh
+        value also fills L1."""
+        if data is None:
+            return MISS, None, True
+        stored = self._decode(data)
+        if stored is None:
+            return MISS, None, True
+        state = self._classify(stored, time.time())
+        if state == HIT:
+            self._fill_l1(full, stored)
+        return state, stored.value, True
+
     def _memory_read(self, full: str) -> tuple[int, Any]:
         """Look in the in-process tier (memory, or L1); counts nothing."""
         memory = self._memory

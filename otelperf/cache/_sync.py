@@ -42,15 +42,7 @@ class SyncCache(CacheCore):
             data = redis.get_sync(full)
         except StoreError:
             return ERROR, None, True
-        if data is None:
-            return MISS, None, True
-        stored = self._decode(data)
-        if stored is None:
-            return MISS, None, True
-        state = self._classify(stored, time.time())
-        if state == HIT:
-            self._fill_l1(full, stored)
-        return state, stored.value, True
+        return self._from_l2(full, data)
 
     def get_sync(self, key: str, default: Any = None) -> Any:
         """Sync :meth:`get`."""
