@@ -580,7 +580,7 @@ def test_two_batchers_on_one_meter_both_report() -> None:
 
     telemetry = ComponentTelemetry(NoOpTracer(), provider.get_meter("test"))
 
-    async def main() -> None:
+    async def main() -> tuple[Batcher, Batcher]:
         first, second = Batcher("first", ListSink()), Batcher("second", ListSink())
         await first.start(telemetry)
         await second.start(telemetry)
@@ -589,10 +589,13 @@ def test_two_batchers_on_one_meter_both_report() -> None:
             await second.put(i)
         await first.stop()
         await second.stop()
+        return first, second
 
     try:
-        asyncio.run(main())
+        # Held until collected: the meter's callback reports the batchers that still exist.
+        batchers = asyncio.run(main())
         data: Any = reader.get_metrics_data()
+        del batchers
         written = {}
         for rm in data.resource_metrics:
             for sm in rm.scope_metrics:
